@@ -1,0 +1,327 @@
+"""Canonical CBOR for every wire and ledger type.
+
+Each type is a frozen dataclass registered with ``@wire(tag)``. Its one encoding
+is the CBOR array ``[tag, field1, field2, ...]`` in declaration order, written
+with cbor2's canonical mode. Decoding is strict: the bytes must decode to
+exactly that shape, with the declared field types and limits, with nothing
+trailing, and must re-encode to the very same bytes (so there is exactly one
+accepted encoding of every value, and hashes over encodings are stable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import io
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import cbor2
+
+__all__ = [
+    "CodecError",
+    "MalformedEncoding",
+    "NonCanonicalEncoding",
+    "SchemaMismatch",
+    "OversizeValue",
+    "TrailingBytes",
+    "UnknownType",
+    "wire",
+    "encode",
+    "decode",
+    "decode_any",
+    "to_plain",
+    "Limits",
+    "MAX_BYTES",
+    "MAX_ITEMS",
+    "MAX_TEXT",
+]
+
+MAX_BYTES = 1 << 20
+MAX_TEXT = 4096
+MAX_ITEMS = 100_000
+MAX_MESSAGE = 64 << 20
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid encoding of the expected type."""
+
+
+class MalformedEncoding(CodecError):
+    """Not well-formed CBOR, or CBOR of a kind we never write (maps, floats, tags)."""
+
+
+class NonCanonicalEncoding(CodecError):
+    """Valid CBOR for the value, but not its one canonical encoding."""
+
+
+class SchemaMismatch(CodecError):
+    """Wrong number of fields, or a field of the wrong type."""
+
+
+class OversizeValue(CodecError):
+    """A field or the whole message exceeds its limit."""
+
+
+class TrailingBytes(CodecError):
+    """Bytes left over after the encoded value."""
+
+
+class UnknownType(CodecError):
+    """A type tag that no registered type carries (or not the one expected)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-field limits, attached with ``field(metadata={"limits": Limits(...)})``."""
+
+    max_len: int | None = None
+    exact_len: int | None = None
+    min_value: int | None = None
+    max_value: int | None = None
+
+
+_REGISTRY: dict[int, type[Any]] = {}
+_PLANS: dict[type[Any], tuple[int, tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...]]] = {}
+
+T = TypeVar("T")
+
+
+def wire(tag: int) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as a wire type with a unique integer tag."""
+
+    def register(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        if tag in _REGISTRY and _REGISTRY[tag] is not cls:
+            raise TypeError(f"wire tag {tag} already used by {_REGISTRY[tag].__name__}")
+        _REGISTRY[tag] = cls
+        cls._wire_tag = tag  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def _tag_hook(decoder: Any, tag: Any) -> Any:
+    raise MalformedEncoding(f"CBOR semantic tag {tag.tag} is not allowed")
+
+
+def _plan(cls: type[Any]) -> tuple[int, tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...]]:
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    tag = getattr(cls, "_wire_tag", None)
+    if tag is None or _REGISTRY.get(tag) is not cls:
+        raise UnknownType(f"{cls.__name__} is not a registered wire type")
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        limits = f.metadata.get("limits", Limits())
+        enc, dec = _converters(hints[f.name], limits, f"{cls.__name__}.{f.name}")
+        fields.append((f.name, enc, dec))
+    plan = (tag, tuple(fields))
+    _PLANS[cls] = plan
+    return plan
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is bool:
+
+        def dec_bool(v: Any) -> bool:
+            if type(v) is not bool:
+                raise SchemaMismatch(f"{where}: expected bool")
+            return v
+
+        return _identity, dec_bool
+    if tp is int or (isinstance(tp, type) and issubclass(tp, enum.IntEnum)):
+        lo = INT_MIN if limits.min_value is None else limits.min_value
+        hi = INT_MAX if limits.max_value is None else limits.max_value
+        conv: Callable[[int], Any] = tp if tp is not int else _identity
+
+        def dec_int(v: Any) -> Any:
+            if type(v) is not int:
+                raise SchemaMismatch(f"{where}: expected int")
+            if not lo <= v <= hi:
+                raise OversizeValue(f"{where}: {v} out of range [{lo}, {hi}]")
+            try:
+                return conv(v)
+            except ValueError as e:
+                raise SchemaMismatch(f"{where}: {e}") from None
+
+        enc_int: Callable[[Any], Any] = int if tp is not int else _identity
+        return enc_int, dec_int
+    if tp is bytes or tp is str:
+        kind = tp
+        max_len = limits.max_len if limits.max_len is not None else (MAX_BYTES if tp is bytes else MAX_TEXT)
+        exact = limits.exact_len
+
+        def dec_str(v: Any) -> Any:
+            if type(v) is not kind:
+                raise SchemaMismatch(f"{where}: expected {kind.__name__}")
+            if exact is not None and len(v) != exact:
+                raise SchemaMismatch(f"{where}: expected exactly {exact} bytes, got {len(v)}")
+            if len(v) > max_len:
+                raise OversizeValue(f"{where}: length {len(v)} over {max_len}")
+            return v
+
+        return _identity, dec_str
+    if origin is tuple:
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"{where}: only tuple[X, ...] is supported")
+        # On a tuple, exact_len limits each item and max_len the item count.
+        enc_item, dec_item = _converters(args[0], Limits(exact_len=limits.exact_len), where + "[]")
+        max_items = limits.max_len if limits.max_len is not None else MAX_ITEMS
+
+        def enc_tuple(v: Any) -> Any:
+            return [enc_item(x) for x in v]
+
+        def dec_tuple(v: Any) -> Any:
+            if type(v) is not list:
+                raise SchemaMismatch(f"{where}: expected array")
+            if len(v) > max_items:
+                raise OversizeValue(f"{where}: {len(v)} items over {max_items}")
+            return tuple(dec_item(x) for x in v)
+
+        return enc_tuple, dec_tuple
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1 and len(args) == 2:
+            enc_inner, dec_inner = _converters(non_none[0], limits, where)
+
+            def enc_opt(v: Any) -> Any:
+                return None if v is None else enc_inner(v)
+
+            def dec_opt(v: Any) -> Any:
+                return None if v is None else dec_inner(v)
+
+            return enc_opt, dec_opt
+        raise TypeError(f"{where}: only Optional unions are supported; use a base class")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        base = tp
+        exact_cls = getattr(tp, "_wire_tag", None) is not None and _REGISTRY.get(tp._wire_tag) is tp
+
+        def enc_record(v: Any) -> Any:
+            return _to_prim(v)
+
+        def dec_record(v: Any) -> Any:
+            obj = _from_prim(v)
+            if exact_cls and type(obj) is not base or not isinstance(obj, base):
+                raise UnknownType(f"{where}: expected {base.__name__}, got {type(obj).__name__}")
+            return obj
+
+        return enc_record, dec_record
+    if isinstance(tp, type) and not dataclasses.is_dataclass(tp) and getattr(tp, "_wire_base", False):
+        base2 = tp
+
+        def dec_base(v: Any) -> Any:
+            obj = _from_prim(v)
+            if not isinstance(obj, base2):
+                raise UnknownType(f"{where}: {type(obj).__name__} is not a {base2.__name__}")
+            return obj
+
+        return _to_prim, dec_base
+    raise TypeError(f"{where}: unsupported field type {tp!r}")
+
+
+def _to_prim(obj: Any) -> list[Any]:
+    tag, fields = _plan(type(obj))
+    out: list[Any] = [tag]
+    for name, enc, _ in fields:
+        out.append(enc(getattr(obj, name)))
+    return out
+
+
+def _from_prim(v: Any) -> Any:
+    if type(v) is not list or not v:
+        raise SchemaMismatch("expected a tagged array")
+    tag = v[0]
+    if type(tag) is not int:
+        raise SchemaMismatch("type tag must be an integer")
+    cls = _REGISTRY.get(tag)
+    if cls is None:
+        raise UnknownType(f"unknown type tag {tag}")
+    _, fields = _plan(cls)
+    if len(v) != len(fields) + 1:
+        raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
+    kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:])}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise SchemaMismatch(f"{cls.__name__}: {e}") from None
+
+
+class WireBase:
+    """Base for a family of wire types usable as one field type (a tagged union)."""
+
+    _wire_base: ClassVar[bool] = True
+
+
+def encode(obj: Any) -> bytes:
+    """The canonical encoding of a registered wire value."""
+    return cbor2.dumps(_to_prim(obj), canonical=True)
+
+
+def _loads_strict(data: bytes, max_size: int) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedEncoding("expected bytes")
+    if len(data) > max_size:
+        raise OversizeValue(f"message of {len(data)} bytes over {max_size}")
+    fp = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(fp, tag_hook=_tag_hook).decode()
+    except CodecError:
+        raise
+    except Exception as e:  # cbor2 raises several types for broken input
+        raise MalformedEncoding(f"not well-formed CBOR: {e}") from None
+    if fp.tell() != len(data):
+        raise TrailingBytes(f"{len(data) - fp.tell()} bytes after the value")
+    return value
+
+
+def _check_canonical(value: Any, data: bytes) -> None:
+    if cbor2.dumps(value, canonical=True) != bytes(data):
+        raise NonCanonicalEncoding("encoding is not canonical")
+
+
+def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE) -> T:
+    """Strictly decode ``data`` as a value of exactly ``cls`` (or a subclass for a base)."""
+    value = _loads_strict(data, max_size)
+    obj = _from_prim(value)
+    if not isinstance(obj, cls):
+        raise UnknownType(f"expected {cls.__name__}, got {type(obj).__name__}")
+    _check_canonical(value, data)
+    return obj
+
+
+def decode_any(data: bytes, *, max_size: int = MAX_MESSAGE) -> Any:
+    """Strictly decode any registered wire value."""
+    value = _loads_strict(data, max_size)
+    obj = _from_prim(value)
+    _check_canonical(value, data)
+    return obj
+
+
+def to_plain(obj: Any) -> Any:
+    """A JSON-friendly view of a wire value (bytes as hex), for RPC and logs."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {"type": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            out[f.name] = to_plain(getattr(obj, f.name))
+        return out
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj).hex()
+    if isinstance(obj, tuple):
+        return [to_plain(x) for x in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.name.lower()
+    return obj

@@ -1,0 +1,180 @@
+"""Hashing, Ed25519 identities, X25519 key wrapping, and a verified-signature cache.
+
+One Ed25519 key per node serves libp2p (peer id), the ledger (tx and vote
+signatures) and, converted to X25519, key wrapping. Signature verification is a
+pure function, so a process-wide cache of verified triples never verifies the
+same signature twice; ``verify_many`` spreads a batch over a thread pool
+(libsodium releases the GIL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.public
+import nacl.signing
+
+__all__ = [
+    "sha256",
+    "Identity",
+    "InvalidSignature",
+    "verify",
+    "verify_many",
+    "seal_key",
+    "open_sealed_key",
+    "box_public_key",
+]
+
+PUBLIC_KEY_LEN = 32
+SIGNATURE_LEN = 64
+
+
+class InvalidSignature(ValueError):
+    """A signature that does not verify under the claimed key."""
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class Identity:
+    """An Ed25519 signing identity built from a 32-byte seed."""
+
+    __slots__ = ("seed", "public", "_sk")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("an identity seed is 32 bytes")
+        self.seed = bytes(seed)
+        self._sk = nacl.signing.SigningKey(self.seed)
+        self.public = bytes(self._sk.verify_key)
+
+    def __repr__(self) -> str:
+        return f"Identity({self.public.hex()[:16]})"
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(os.urandom(32))
+
+    @classmethod
+    def from_test_name(cls, name: str) -> Identity:
+        """A deterministic identity for tests and simulations (never for real nodes)."""
+        return cls(sha256(b"emrp2p-test-identity:" + name.encode()))
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._sk.sign(message).signature)
+
+    def box_secret(self) -> bytes:
+        """X25519 secret key for unwrapping data keys, derived from the Ed25519 seed."""
+        return bytes(self._sk.to_curve25519_private_key())
+
+    def box_public(self) -> bytes:
+        return box_public_key(self.public)
+
+
+def box_public_key(ed25519_public: bytes) -> bytes:
+    """The X25519 public key that corresponds to an Ed25519 public key."""
+    return bytes(nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(ed25519_public))
+
+
+class _VerifiedCache:
+    """Bounded LRU of (key, message digest, signature) triples known to verify."""
+
+    def __init__(self, capacity: int = 1 << 20) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: bytes) -> bool:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return True
+            return False
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._items[key] = None
+            if len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_cache = _VerifiedCache()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _cache_key(public_key: bytes, message: bytes, signature: bytes) -> bytes:
+    return public_key + signature + hashlib.sha256(message).digest()
+
+
+def _check(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    if len(public_key) != PUBLIC_KEY_LEN or len(signature) != SIGNATURE_LEN:
+        return False
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True if ``signature`` is ``public_key``'s signature over ``message``."""
+    key = _cache_key(public_key, message, signature)
+    if key in _cache:
+        return True
+    ok = _check(public_key, message, signature)
+    if ok:
+        _cache.add(key)
+    return ok
+
+
+def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    return [verify(pk, msg, sig) for pk, msg, sig in items]
+
+
+def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | None = None) -> list[bool]:
+    """Verify a batch of (public key, message, signature); order of results matches."""
+    global _pool
+    n = threads if threads is not None else min(4, os.cpu_count() or 1)
+    if len(items) < 64 or n <= 1:
+        return _verify_chunk(items)
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
+    step = (len(items) + n - 1) // n
+    chunks = [items[i : i + step] for i in range(0, len(items), step)]
+    out: list[bool] = []
+    for part in _pool.map(_verify_chunk, chunks):
+        out.extend(part)
+    return out
+
+
+def clear_verified_cache() -> None:
+    _cache.clear()
+
+
+def seal_key(recipient_ed25519_public: bytes, data_key: bytes) -> bytes:
+    """Wrap a data key for a recipient (X25519 sealed box, anonymous sender)."""
+    box = nacl.public.SealedBox(nacl.public.PublicKey(box_public_key(recipient_ed25519_public)))
+    return bytes(box.encrypt(data_key))
+
+
+def open_sealed_key(identity: Identity, sealed: bytes) -> bytes:
+    """Unwrap a data key sealed to ``identity``."""
+    box = nacl.public.SealedBox(nacl.public.PrivateKey(identity.box_secret()))
+    try:
+        return bytes(box.decrypt(sealed))
+    except nacl.exceptions.CryptoError as e:
+        raise InvalidSignature("sealed key does not open with this identity") from e
