@@ -1,0 +1,188 @@
+"""Consensus wire messages (tags 200-299) and the durable hard state.
+
+Messages are exchanged between validators over authenticated direct streams:
+the transport tells the core who sent each one (``Core.step(sender, msg)``), so
+only the things that must be provable to a third party carry signatures of
+their own (blocks, votes, certificates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from emrp2p.codec import Limits, WireBase, wire
+from emrp2p.ledger.types import HASH, KEY, NONNEG, SIG, Block, BlockHeader, Certificate, Tx, Vote
+
+__all__ = [
+    "Message",
+    "Head",
+    "Propose",
+    "BlockVote",
+    "CommitNotice",
+    "TermVote",
+    "Heartbeat",
+    "Status",
+    "SyncRequest",
+    "SyncResponse",
+    "ForwardTxs",
+    "HardState",
+    "Evidence",
+    "VoteEquivocation",
+    "ProposalEquivocation",
+]
+
+
+class Message(WireBase):
+    """Base of every consensus message: ``codec.decode(Message, data)`` accepts any of them."""
+
+
+@wire(210)
+@dataclass(frozen=True, order=True)
+class Head:
+    """The tip of a node's chain counting accepted blocks: compared by (term, height) as in Raft."""
+
+    term: int = NONNEG()
+    height: int = NONNEG()
+    block_hash: bytes = HASH()
+
+    def rank(self) -> tuple[int, int]:
+        return (self.term, self.height)
+
+
+@wire(200)
+@dataclass(frozen=True)
+class Propose(Message):
+    """The leader of ``term`` sends a block: a new one of its own term, or an older
+    term's accepted block that it carries forward."""
+
+    term: int = NONNEG()
+    block: Block
+
+
+@wire(201)
+@dataclass(frozen=True)
+class BlockVote(Message):
+    vote: Vote
+
+
+@wire(202)
+@dataclass(frozen=True)
+class CommitNotice(Message):
+    """A certificate: its block and every ancestor are committed."""
+
+    term: int = NONNEG()
+    cert: Certificate
+
+
+@wire(203)
+@dataclass(frozen=True)
+class TermVote(Message):
+    """Sent by a validator entering ``term`` (and repeated until the leader is heard).
+
+    It promises that the sender ignores older terms from now on; the leader of
+    ``term`` counts it as a grant when ``head`` is no more up to date than its own.
+    """
+
+    term: int = NONNEG()
+    head: Head
+    committed_height: int = NONNEG()
+
+
+@wire(204)
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Leader liveness, its head (so followers can ask for what they miss) and its latest certificate."""
+
+    term: int = NONNEG()
+    committed_height: int = NONNEG()
+    head: Head
+    cert: Certificate | None = None
+
+
+@wire(205)
+@dataclass(frozen=True)
+class Status(Message):
+    """A node's view: reply to a heartbeat whose head differs, or to a message from an older term."""
+
+    term: int = NONNEG()
+    committed_height: int = NONNEG()
+    head: Head
+
+
+@wire(206)
+@dataclass(frozen=True)
+class SyncRequest(Message):
+    """Ask for committed blocks from ``from_height`` on (at most ``max_blocks``)."""
+
+    from_height: int = field(default=1, metadata={"limits": Limits(min_value=1)})
+    max_blocks: int = field(default=256, metadata={"limits": Limits(min_value=1, max_value=4096)})
+
+
+@wire(207)
+@dataclass(frozen=True)
+class SyncResponse(Message):
+    """Consecutive committed blocks and certificates proving them; ``committed_height`` is the
+    responder's, so the requester knows whether to ask for more."""
+
+    committed_height: int = NONNEG()
+    blocks: tuple[Block, ...] = field(default=(), metadata={"limits": Limits(max_len=4096)})
+    certs: tuple[Certificate, ...] = field(default=(), metadata={"limits": Limits(max_len=4096)})
+
+
+@wire(208)
+@dataclass(frozen=True)
+class ForwardTxs(Message):
+    """Pending transactions handed to the leader by the node where they were submitted."""
+
+    txs: tuple[Tx, ...] = field(default=(), metadata={"limits": Limits(max_len=10_000)})
+
+
+@wire(220)
+@dataclass(frozen=True)
+class HardState:
+    """What a validator must remember across restarts: its term and its last vote.
+
+    Within a term a validator votes for increasing heights only, so the last vote
+    is enough to refuse any second, different vote for a (term, height).
+    """
+
+    term: int = NONNEG()
+    vote_term: int = NONNEG()
+    vote_height: int = NONNEG()
+    vote_hash: bytes = field(default=bytes(32), metadata={"limits": Limits(exact_len=32)})
+
+    def may_vote(self, term: int, height: int, block_hash: bytes) -> bool:
+        if term != self.vote_term:
+            return term > self.vote_term
+        if height == self.vote_height:
+            return block_hash == self.vote_hash
+        return height > self.vote_height
+
+
+class Evidence(WireBase):
+    """Proof that one validator signed two conflicting things."""
+
+
+@wire(230)
+@dataclass(frozen=True)
+class VoteEquivocation(Evidence):
+    first: Vote
+    second: Vote
+
+    @property
+    def offender(self) -> bytes:
+        return self.first.voter
+
+
+@wire(231)
+@dataclass(frozen=True)
+class ProposalEquivocation(Evidence):
+    proposer: bytes = KEY()
+    first: BlockHeader
+    first_signature: bytes = SIG()
+    second: BlockHeader
+    second_signature: bytes = SIG()
+
+    @property
+    def offender(self) -> bytes:
+        return self.proposer
