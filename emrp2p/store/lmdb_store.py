@@ -1,0 +1,505 @@
+"""The daemon's chain store: blocks, certificates, indexes, state and hard state in one LMDB environment.
+
+Layout of a node's data directory: ``DATADIR/chain`` (``CHAIN_DIR``) is this
+environment. Named sub-databases (all keys are bytes; heights are 8-byte
+big-endian so that byte order is height order):
+
+``blocks``      height -> canonical block bytes (committed blocks, heights 1..head)
+``block_hash``  block hash -> height
+``certs``       height -> canonical certificate bytes
+``tx_index``    tx id -> height of the committed block holding it
+``state``       raw ledger state keys -> values (committed state only)
+``roots``       height -> state root after that height (0 = genesis)
+``accepted``    height -> block bytes, accepted but not committed
+``meta``        ``genesis``, ``head`` (height, block hash, state root), ``hard_state``, ``format``
+
+Every ``write`` is one LMDB write transaction committed with fsync
+(``sync=True, metasync=True``), so after a crash at any point either all of a
+batch is on disk or none of it. The head hash at height 0 is the chain id.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from emrp2p.codec import decode, encode
+from emrp2p.ledger.types import Block, Certificate, Genesis
+from emrp2p.store.api import KV, StateDelta, WriteBatch
+
+__all__ = [
+    "CHAIN_DIR",
+    "DEFAULT_MAP_SIZE",
+    "LmdbStore",
+    "LmdbKV",
+    "StoreError",
+    "StoreFull",
+    "GenesisMismatch",
+    "NoGenesis",
+    "InconsistentWrite",
+    "StoreStats",
+]
+
+CHAIN_DIR = "chain"
+"""The LMDB environment's directory inside a node's data directory."""
+
+DEFAULT_MAP_SIZE = 64 << 30
+"""Address space reserved for the environment; the file grows only as data is written."""
+
+FORMAT_VERSION = b"1"
+
+_HEIGHT = struct.Struct(">Q")
+_HEAD = struct.Struct(">Q32s32s")
+
+_DB_NAMES = ("blocks", "block_hash", "certs", "tx_index", "state", "roots", "accepted", "meta")
+
+_K_GENESIS = b"genesis"
+_K_HEAD = b"head"
+_K_HARD_STATE = b"hard_state"
+_K_FORMAT = b"format"
+
+
+class StoreError(Exception):
+    """The store could not complete an operation; nothing of the failed write is on disk."""
+
+
+class StoreFull(StoreError):
+    """The map or the disk is full: the batch was not written. Free space or grow ``map_size``."""
+
+
+class GenesisMismatch(StoreError):
+    """The store already holds a different genesis (another network's data directory?)."""
+
+
+class NoGenesis(StoreError):
+    """A chain write before ``init_genesis``."""
+
+
+class InconsistentWrite(StoreError):
+    """A batch that would break the chain: a height gap, a wrong parent, a certificate for another block."""
+
+
+def height_key(height: int) -> bytes:
+    return _HEIGHT.pack(height)
+
+
+def _key_height(key: bytes) -> int:
+    height: int = _HEIGHT.unpack(key)[0]
+    return height
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Sizes, for metrics and the operator's status command."""
+
+    committed_height: int
+    accepted_blocks: int
+    state_entries: int
+    tx_entries: int
+    file_bytes: int
+    used_bytes: int
+    map_bytes: int
+
+
+@dataclass(frozen=True)
+class _Head:
+    height: int
+    block_hash: bytes
+    state_root: bytes
+
+
+class LmdbKV:
+    """Committed state, read through short read transactions (one per call).
+
+    ``items`` holds one read transaction for the whole iteration, so it sees one
+    snapshot; it is closed when the iterator is exhausted or discarded.
+    """
+
+    __slots__ = ("_env", "_db")
+
+    def __init__(self, env: lmdb.Environment, db: Any) -> None:
+        self._env = env
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._env.begin(db=self._db) as txn:
+            value: bytes | None = txn.get(key)
+            return value
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        txn = self._env.begin(db=self._db)
+        try:
+            yield from _prefix_items(txn, self._db, prefix)
+        finally:
+            txn.abort()
+
+
+class SnapshotKV:
+    """Committed state as of one read transaction (consistent across many reads)."""
+
+    __slots__ = ("_txn", "_db")
+
+    def __init__(self, txn: lmdb.Transaction[bytes], db: Any) -> None:
+        self._txn = txn
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._txn.get(key, db=self._db)
+        return value
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return _prefix_items(self._txn, self._db, prefix)
+
+
+def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=db)
+    try:
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+    finally:
+        cursor.close()
+
+
+def _is_full(e: lmdb.Error) -> bool:
+    if isinstance(e, lmdb.MapFullError):
+        return True
+    code = getattr(e, "code", 0)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left" in text or "quota" in text.lower()
+
+
+class LmdbStore:
+    """``ChainStore`` over one LMDB environment (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        readonly: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(_DB_NAMES) + 2,
+                sync=True,
+                metasync=True,
+                readonly=readonly,
+                create=not readonly,
+                max_spare_txns=8,
+                max_readers=256,
+            )
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open chain store at {self.path}: {e}") from e
+        try:
+            dbs = {name: self._env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
+        except lmdb.Error as e:
+            self._env.close()
+            raise StoreError(f"chain store at {self.path} is not initialised: {e}") from e
+        self._blocks = dbs["blocks"]
+        self._block_hash = dbs["block_hash"]
+        self._certs = dbs["certs"]
+        self._tx_index = dbs["tx_index"]
+        self._state = dbs["state"]
+        self._roots = dbs["roots"]
+        self._accepted = dbs["accepted"]
+        self._meta = dbs["meta"]
+        self._state_kv = LmdbKV(self._env, self._state)
+        self._genesis: Genesis | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def state(self) -> KV:
+        return self._state_kv
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SnapshotKV]:
+        """Committed state through one read transaction: fastest for many reads (e.g. executing a block)."""
+        with self._env.begin() as txn:
+            yield SnapshotKV(txn, self._state)
+
+    def _get(self, db: Any, key: bytes) -> bytes | None:
+        with self._env.begin(db=db) as txn:
+            value: bytes | None = txn.get(key)
+            return value
+
+    def _head(self) -> _Head | None:
+        raw = self._get(self._meta, _K_HEAD)
+        if raw is None:
+            return None
+        height, block_hash, root = _HEAD.unpack(raw)
+        return _Head(height, block_hash, root)
+
+    def genesis(self) -> Genesis | None:
+        if self._genesis is None:
+            raw = self._get(self._meta, _K_GENESIS)
+            if raw is not None:
+                self._genesis = decode(Genesis, raw)
+        return self._genesis
+
+    def genesis_bytes(self) -> bytes | None:
+        return self._get(self._meta, _K_GENESIS)
+
+    def committed_height(self) -> int:
+        head = self._head()
+        return 0 if head is None else head.height
+
+    def head_hash(self) -> bytes | None:
+        """Hash of the last committed block (the chain id at height 0; None before genesis)."""
+        head = self._head()
+        return None if head is None else head.block_hash
+
+    def state_root(self) -> bytes:
+        head = self._head()
+        if head is None:
+            raise NoGenesis("the store has no genesis yet")
+        return head.state_root
+
+    def state_root_at(self, height: int) -> bytes | None:
+        """State root recorded after committing ``height`` (0 = genesis)."""
+        return self._get(self._roots, height_key(height))
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self._get(self._blocks, height_key(height))
+
+    def block(self, height: int) -> Block | None:
+        raw = self.block_bytes(height)
+        return None if raw is None else decode(Block, raw)
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """Height of the committed block with this hash."""
+        raw = self._get(self._block_hash, block_hash)
+        return None if raw is None else _key_height(raw)
+
+    def blocks_range(self, lo: int, hi: int) -> Iterator[bytes]:
+        """Canonical bytes of committed blocks ``lo..hi`` (both inclusive), stopping at the first gap."""
+        lo = max(lo, 1)
+        with self._env.begin(db=self._blocks) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(height_key(lo)):
+                return
+            expected = lo
+            for key, value in cursor:
+                height = _key_height(key)
+                if height > hi or height != expected:
+                    return
+                yield value
+                expected += 1
+
+    def certificate(self, height: int) -> Certificate | None:
+        raw = self.certificate_bytes(height)
+        return None if raw is None else decode(Certificate, raw)
+
+    def certificate_bytes(self, height: int) -> bytes | None:
+        return self._get(self._certs, height_key(height))
+
+    def tx_height(self, tx_id: bytes) -> int | None:
+        raw = self._get(self._tx_index, tx_id)
+        return None if raw is None else _key_height(raw)
+
+    def accepted(self) -> list[Block]:
+        with self._env.begin(db=self._accepted) as txn:
+            return [decode(Block, value) for _, value in txn.cursor()]
+
+    def hard_state(self) -> bytes | None:
+        return self._get(self._meta, _K_HARD_STATE)
+
+    def stats(self) -> StoreStats:
+        with self._env.begin() as txn:
+            accepted = txn.stat(self._accepted)["entries"]
+            state_entries = txn.stat(self._state)["entries"]
+            tx_entries = txn.stat(self._tx_index)["entries"]
+            raw = txn.get(_K_HEAD, db=self._meta)
+        info = self._env.info()
+        psize = self._env.stat()["psize"]
+        data_file = self.path / "data.mdb"
+        return StoreStats(
+            committed_height=0 if raw is None else _HEAD.unpack(raw)[0],
+            accepted_blocks=accepted,
+            state_entries=state_entries,
+            tx_entries=tx_entries,
+            file_bytes=data_file.stat().st_size if data_file.exists() else 0,
+            used_bytes=(info["last_pgno"] + 1) * psize,
+            map_bytes=info["map_size"],
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def init_genesis(self, genesis: Genesis, delta: StateDelta) -> None:
+        encoded = encode(genesis)
+        existing = self._get(self._meta, _K_GENESIS)
+        if existing is not None:
+            if existing != encoded:
+                raise GenesisMismatch(
+                    f"store holds genesis {decode(Genesis, existing).chain_id.hex()}, not {genesis.chain_id.hex()}"
+                )
+            return
+
+        def apply(txn: lmdb.Transaction[bytes]) -> None:
+            txn.put(_K_FORMAT, FORMAT_VERSION, db=self._meta)
+            txn.put(_K_GENESIS, encoded, db=self._meta)
+            self._apply_delta(txn, delta)
+            txn.put(height_key(0), delta.root, db=self._roots)
+            txn.put(_K_HEAD, _HEAD.pack(0, genesis.chain_id, delta.root), db=self._meta)
+
+        self._transact(apply)
+        self._genesis = genesis
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` in one durable transaction, in the order documented in ``store.api``."""
+        if batch.empty():
+            return
+        self._transact(lambda txn: self._apply_batch(txn, batch))
+
+    def _transact(self, apply: Any) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self.readonly:
+            raise StoreError("the store is open read-only")
+        try:
+            txn = self._env.begin(write=True)
+        except lmdb.Error as e:
+            raise self._wrap(e) from e
+        try:
+            apply(txn)
+            txn.commit()
+        except lmdb.Error as e:
+            _abort(txn)
+            raise self._wrap(e) from e
+        except BaseException:
+            _abort(txn)
+            raise
+
+    def _wrap(self, e: lmdb.Error) -> StoreError:
+        if _is_full(e):
+            return StoreFull(f"chain store at {self.path} is full: {e}")
+        return StoreError(f"chain store at {self.path}: {e}")
+
+    def _apply_delta(self, txn: lmdb.Transaction[bytes], delta: StateDelta) -> None:
+        state = self._state
+        put = txn.put
+        delete = txn.delete
+        for key, value in delta.writes.items():
+            if value is None:
+                delete(key, db=state)
+            else:
+                put(key, value, db=state)
+
+    def _apply_batch(self, txn: lmdb.Transaction[bytes], batch: WriteBatch) -> None:
+        raw_head = txn.get(_K_HEAD, db=self._meta)
+        if raw_head is None:
+            raise NoGenesis("init_genesis must come before any chain write")
+        head_height, head_hash, head_root = _HEAD.unpack(raw_head)
+
+        if batch.truncate_accepted_from is not None:
+            cursor = txn.cursor(db=self._accepted)
+            if cursor.set_range(height_key(batch.truncate_accepted_from)):
+                while cursor.delete():
+                    pass
+            cursor.close()
+
+        for block in batch.accept:
+            if block.height <= head_height:
+                continue  # already settled by a commit
+            txn.put(height_key(block.height), encode(block), db=self._accepted)
+
+        for commit in batch.commit:
+            block = commit.block
+            header = block.header
+            height = header.height
+            if height != head_height + 1:
+                raise InconsistentWrite(f"commit of height {height} after head {head_height}")
+            if header.parent != head_hash:
+                raise InconsistentWrite(f"block {height} does not extend the head {head_hash.hex()[:16]}")
+            block_hash = header.block_hash
+            hkey = height_key(height)
+            txn.put(hkey, encode(block), db=self._blocks)
+            txn.put(block_hash, hkey, db=self._block_hash)
+            for tx in block.txs:
+                txn.put(tx.tx_id, hkey, db=self._tx_index)
+            if commit.cert is not None:
+                self._check_cert(commit.cert, height, block_hash)
+                txn.put(hkey, encode(commit.cert), db=self._certs)
+            parent_cert = header.parent_cert
+            if (
+                parent_cert is not None
+                and height > 1
+                and parent_cert.height == height - 1
+                and parent_cert.block_hash == head_hash
+            ):
+                # The chain itself proves the parent's commit: keep that proof if we had none.
+                parent_key = height_key(height - 1)
+                if txn.get(parent_key, db=self._certs) is None:
+                    txn.put(parent_key, encode(parent_cert), db=self._certs)
+            self._apply_delta(txn, commit.delta)
+            txn.put(hkey, commit.delta.root, db=self._roots)
+            txn.delete(hkey, db=self._accepted)
+            head_height, head_hash, head_root = height, block_hash, commit.delta.root
+
+        if batch.commit:
+            txn.put(_K_HEAD, _HEAD.pack(head_height, head_hash, head_root), db=self._meta)
+            # Anything accepted at a committed height is settled now.
+            cursor = txn.cursor(db=self._accepted)
+            while cursor.first() and _key_height(cursor.key()) <= head_height:
+                cursor.delete()
+            cursor.close()
+
+        if batch.hard_state is not None:
+            txn.put(_K_HARD_STATE, batch.hard_state, db=self._meta)
+
+        for cert in batch.certify:
+            hkey = height_key(cert.height)
+            if txn.get(hkey, db=self._blocks) is None:
+                raise InconsistentWrite(f"certificate for height {cert.height}, which is not committed")
+            if txn.get(cert.block_hash, db=self._block_hash) != hkey:
+                raise InconsistentWrite(
+                    f"certificate names a block that is not the committed one at {cert.height}"
+                )
+            txn.put(hkey, encode(cert), db=self._certs)
+
+    @staticmethod
+    def _check_cert(cert: Certificate, height: int, block_hash: bytes) -> None:
+        if cert.height != height or cert.block_hash != block_hash:
+            raise InconsistentWrite(f"certificate for height {cert.height} does not name block {height}")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+
+    def __enter__(self) -> LmdbStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _abort(txn: lmdb.Transaction[bytes]) -> None:
+    with suppress(lmdb.Error):
+        txn.abort()
+
+
+def open_chain_store(datadir: str | os.PathLike[str], *, readonly: bool = False) -> LmdbStore:
+    """The chain store of a node's data directory (``DATADIR/chain``)."""
+    return LmdbStore(Path(datadir) / CHAIN_DIR, readonly=readonly)

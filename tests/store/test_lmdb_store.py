@@ -1,0 +1,385 @@
+"""LmdbStore: the chain, its indexes, state and hard state, one atomic durable write per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import pytest
+from store_chainkit import ChainBuilder, expected_state, genesis_delta, hard_state_bytes, make_genesis
+
+from emrp2p.codec import encode
+from emrp2p.ledger.types import Genesis
+from emrp2p.store.api import Commit, StateDelta, WriteBatch
+from emrp2p.store.lmdb_store import (
+    CHAIN_DIR,
+    GenesisMismatch,
+    InconsistentWrite,
+    LmdbStore,
+    NoGenesis,
+    StoreError,
+    StoreFull,
+    open_chain_store,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LmdbStore]:
+    s = LmdbStore(tmp_path / "chain")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def genesis() -> Genesis:
+    return make_genesis()
+
+
+def init(store: LmdbStore, genesis: Genesis) -> ChainBuilder:
+    store.init_genesis(genesis, genesis_delta())
+    return ChainBuilder(genesis)
+
+
+def commit_n(store: LmdbStore, chain: ChainBuilder, n: int) -> list[Commit]:
+    out = []
+    for _ in range(n):
+        commit, batch = chain.synthetic_commit()
+        store.write(batch)
+        out.append(commit)
+    return out
+
+
+def test_an_empty_store_has_no_genesis_and_height_zero(store: LmdbStore) -> None:
+    assert store.genesis() is None
+    assert store.committed_height() == 0
+    assert store.head_hash() is None
+    assert store.accepted() == []
+    assert store.hard_state() is None
+    with pytest.raises(NoGenesis):
+        store.state_root()
+
+
+def test_init_genesis_writes_the_genesis_and_initial_state(store: LmdbStore, genesis: Genesis) -> None:
+    store.init_genesis(genesis, genesis_delta())
+    assert store.genesis() == genesis
+    assert store.genesis_bytes() == encode(genesis)
+    assert store.committed_height() == 0
+    assert store.head_hash() == genesis.chain_id
+    assert store.state_root() == genesis_delta().root
+    assert store.state_root_at(0) == genesis_delta().root
+    assert store.state.get(b"g/founded") == b"yes"
+
+
+def test_init_genesis_is_idempotent_for_the_same_genesis(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 2)
+    store.init_genesis(genesis, genesis_delta())
+    assert store.committed_height() == 2
+    assert store.state.get(b"counter") == b"2"
+
+
+def test_init_genesis_refuses_a_different_genesis(tmp_path: Path, genesis: Genesis) -> None:
+    with LmdbStore(tmp_path / "c") as s:
+        s.init_genesis(genesis, genesis_delta())
+    with LmdbStore(tmp_path / "c") as s, pytest.raises(GenesisMismatch):
+        s.init_genesis(make_genesis("another-network"), genesis_delta())
+
+
+def test_a_chain_write_before_genesis_is_refused(store: LmdbStore, genesis: Genesis) -> None:
+    _, batch = ChainBuilder(genesis).synthetic_commit()
+    with pytest.raises(NoGenesis):
+        store.write(batch)
+    assert store.block(1) is None
+
+
+def test_committed_blocks_are_readable_by_height_hash_and_tx(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commits = commit_n(store, chain, 3)
+    assert store.committed_height() == 3
+    for c in commits:
+        h = c.block.height
+        assert store.block(h) == c.block
+        assert store.block_bytes(h) == encode(c.block)
+        assert store.certificate(h) == c.cert
+        assert store.height_of(c.block.block_hash) == h
+        assert store.state_root_at(h) == c.delta.root
+        for tx in c.block.txs:
+            assert store.tx_height(tx.tx_id) == h
+    assert store.head_hash() == commits[-1].block.block_hash
+    assert store.state_root() == commits[-1].delta.root
+    assert store.block(4) is None
+    assert store.certificate(4) is None
+    assert store.tx_height(b"\x00" * 32) is None
+    assert store.height_of(b"\x00" * 32) is None
+
+
+def test_state_follows_the_deltas_with_none_deleting(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 7)
+    state, root = expected_state(7)
+    assert store.state_root() == root
+    assert dict(store.state.items(b"")) == state
+    assert store.state.get(b"h/00000003") is None  # deleted at height 6
+    assert store.state.get(b"h/00000007") == bytes([7]) * 64
+
+
+def test_items_yields_only_the_prefix_in_ascending_key_order(store: LmdbStore, genesis: Genesis) -> None:
+    store.init_genesis(
+        genesis,
+        StateDelta({b"a/2": b"x", b"a/1": b"y", b"a": b"z", b"b/1": b"w", b"a/\xff": b"v"}, b"r" * 32),
+    )
+    assert list(store.state.items(b"a/")) == [(b"a/1", b"y"), (b"a/2", b"x"), (b"a/\xff", b"v")]
+    assert list(store.state.items(b"c")) == []
+    assert list(store.state.items(b"b/1")) == [(b"b/1", b"w")]
+    assert [k for k, _ in store.state.items(b"")] == [b"a", b"a/1", b"a/2", b"a/\xff", b"b/1"]
+
+
+def test_an_abandoned_items_iterator_does_not_block_writes(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    it = store.state.items(b"k/")
+    next(it)
+    del it
+    commit_n(store, chain, 1)
+    assert store.committed_height() == 2
+
+
+def test_a_snapshot_keeps_seeing_the_state_it_was_opened_on(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    with store.snapshot() as snap:
+        commit_n(store, chain, 1)
+        assert snap.get(b"counter") == b"1"
+        assert store.state.get(b"counter") == b"2"
+        assert [k for k, _ in snap.items(b"h/")] == [b"h/00000001"]
+
+
+def test_a_height_gap_is_refused_and_nothing_of_the_batch_is_written(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    skipped, _ = chain.synthetic_commit()
+    gap, _ = chain.synthetic_commit()
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(accept=[skipped.block], commit=[gap], hard_state=b"hs"))
+    assert store.committed_height() == 1
+    assert store.accepted() == []
+    assert store.hard_state() == hard_state_bytes(1, 1)
+    assert store.block(3) is None
+
+
+def test_a_block_that_does_not_extend_the_head_is_refused(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    fork = ChainBuilder(genesis)
+    fork.term = 2
+    forked, _ = fork.synthetic_commit()
+    other, _ = fork.synthetic_commit()  # height 2, parent is the fork's block 1
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(commit=[other]))
+    assert forked.block.block_hash != store.head_hash()
+    assert store.committed_height() == 1
+
+
+def test_a_certificate_for_another_block_is_refused(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    first, _ = chain.synthetic_commit()
+    second, _ = chain.synthetic_commit()
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(commit=[Commit(first.block, first.delta, second.cert)]))
+    assert store.committed_height() == 0
+
+
+def test_several_commits_in_one_batch_all_land(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commits = [chain.synthetic_commit()[0] for _ in range(4)]
+    store.write(WriteBatch(commit=commits))
+    assert store.committed_height() == 4
+    assert dict(store.state.items(b"")) == expected_state(4)[0]
+
+
+def test_accepted_blocks_are_listed_in_height_order_until_committed(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    c1, _ = chain.synthetic_commit()
+    c2, _ = chain.synthetic_commit()
+    c3, _ = chain.synthetic_commit()
+    store.write(WriteBatch(accept=[c2.block, c1.block]))
+    store.write(WriteBatch(accept=[c3.block]))
+    assert store.accepted() == [c1.block, c2.block, c3.block]
+    store.write(WriteBatch(commit=[Commit(c1.block, c1.delta, None), Commit(c2.block, c2.delta, c2.cert)]))
+    assert store.accepted() == [c3.block]
+    assert store.committed_height() == 2
+
+
+def test_committing_through_a_descendant_keeps_the_parent_cert_it_carries(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    c1, _ = chain.synthetic_commit()
+    c2, _ = chain.synthetic_commit()
+    assert c2.block.header.parent_cert == c1.cert
+    store.write(WriteBatch(commit=[Commit(c1.block, c1.delta, None), c2]))
+    assert store.certificate(1) == c1.cert
+    assert store.certificate(2) == c2.cert
+
+
+def test_truncate_drops_accepted_blocks_from_a_height_before_accepting_new_ones(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    blocks = [chain.synthetic_commit()[0].block for _ in range(4)]
+    store.write(WriteBatch(accept=blocks))
+    replacement = ChainBuilder(genesis, term=2)
+    replacement.advance(blocks[1], None, b"")
+    new3 = replacement.next_block(b"\x01" * 32)
+    store.write(WriteBatch(truncate_accepted_from=3, accept=[new3]))
+    assert store.accepted() == [blocks[0], blocks[1], new3]
+    store.write(WriteBatch(truncate_accepted_from=1))
+    assert store.accepted() == []
+
+
+def test_accepting_a_block_at_a_committed_height_is_a_no_op(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    (c1,) = commit_n(store, chain, 1)
+    store.write(WriteBatch(accept=[c1.block]))
+    assert store.accepted() == []
+
+
+def test_hard_state_is_kept_until_a_batch_replaces_it(store: LmdbStore, genesis: Genesis) -> None:
+    init(store, genesis)
+    store.write(WriteBatch(hard_state=b"vote:t1:h1"))
+    store.write(WriteBatch(truncate_accepted_from=5))
+    assert store.hard_state() == b"vote:t1:h1"
+    store.write(WriteBatch(hard_state=b"vote:t2:h1"))
+    assert store.hard_state() == b"vote:t2:h1"
+
+
+def test_certify_stores_a_late_certificate_for_a_committed_block(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    c1, _ = chain.synthetic_commit()
+    store.write(WriteBatch(commit=[Commit(c1.block, c1.delta, None)]))
+    assert store.certificate(1) is None
+    assert c1.cert is not None
+    store.write(WriteBatch(certify=[c1.cert]))
+    assert store.certificate(1) == c1.cert
+
+
+def test_certify_refuses_a_certificate_for_an_uncommitted_or_different_block(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    (c1,) = commit_n(store, chain, 1)
+    c2, _ = chain.synthetic_commit()
+    assert c2.cert is not None
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(certify=[c2.cert]))
+    fork = ChainBuilder(genesis, term=3)
+    other, _ = fork.synthetic_commit()
+    assert other.cert is not None
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(hard_state=b"not-written", certify=[other.cert]))
+    assert store.certificate(1) == c1.cert
+    assert store.hard_state() == hard_state_bytes(1, 1)
+
+
+def test_blocks_range_yields_committed_block_bytes_inclusive(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commits = commit_n(store, chain, 5)
+    assert list(store.blocks_range(2, 4)) == [encode(c.block) for c in commits[1:4]]
+    assert list(store.blocks_range(0, 2)) == [encode(c.block) for c in commits[:2]]
+    assert list(store.blocks_range(4, 99)) == [encode(c.block) for c in commits[3:]]
+    assert list(store.blocks_range(6, 9)) == []
+
+
+def test_an_empty_batch_writes_nothing(store: LmdbStore, genesis: Genesis) -> None:
+    init(store, genesis)
+    before = store._env.info()["last_txnid"]
+    store.write(WriteBatch())
+    assert store._env.info()["last_txnid"] == before
+
+
+def test_a_full_map_raises_store_full_and_leaves_the_store_as_it_was(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    path = tmp_path / "small"
+    with LmdbStore(path, map_size=2 << 20) as s:
+        chain = init(s, genesis)
+        commit_n(s, chain, 1)
+        big, _ = chain.synthetic_commit()
+        writes = dict(big.delta.writes)
+        writes.update({b"big/%d" % i: b"x" * 200_000 for i in range(20)})
+        with pytest.raises(StoreFull):
+            s.write(WriteBatch(commit=[Commit(big.block, StateDelta(writes, big.delta.root), big.cert)]))
+        assert s.committed_height() == 1
+        assert s.state.get(b"big/0") is None
+        s.write(WriteBatch(commit=[big]))  # the same block without the oversized writes still fits
+        assert s.committed_height() == 2
+    with LmdbStore(path, map_size=2 << 20) as s:
+        assert s.committed_height() == 2
+        assert dict(s.state.items(b"")) == expected_state(2)[0]
+
+
+def test_store_full_is_a_store_error() -> None:
+    assert issubclass(StoreFull, StoreError)
+
+
+def test_everything_survives_a_reopen(tmp_path: Path, genesis: Genesis) -> None:
+    with open_chain_store(tmp_path) as s:
+        chain = init(s, genesis)
+        commits = commit_n(s, chain, 3)
+        s.write(WriteBatch(accept=[chain.next_block(b"\x02" * 32)]))
+    assert (tmp_path / CHAIN_DIR / "data.mdb").exists()
+    with open_chain_store(tmp_path) as s:
+        assert s.genesis() == genesis
+        assert s.committed_height() == 3
+        assert s.block(3) == commits[2].block
+        assert [b.height for b in s.accepted()] == [4]
+        assert s.hard_state() == hard_state_bytes(1, 3)
+        assert dict(s.state.items(b"")) == expected_state(3)[0]
+
+
+def test_a_read_only_store_reads_but_refuses_writes(tmp_path: Path, genesis: Genesis) -> None:
+    with LmdbStore(tmp_path / "c") as s:
+        chain = init(s, genesis)
+        commit_n(s, chain, 2)
+    with LmdbStore(tmp_path / "c", readonly=True) as ro:
+        assert ro.committed_height() == 2
+        assert ro.block(2) is not None
+        with pytest.raises(StoreError):
+            ro.write(WriteBatch(hard_state=b"x"))
+
+
+def test_opening_a_missing_store_read_only_fails_with_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        LmdbStore(tmp_path / "nothing-here", readonly=True)
+
+
+def test_a_closed_store_refuses_writes(tmp_path: Path, genesis: Genesis) -> None:
+    s = LmdbStore(tmp_path / "c")
+    s.init_genesis(genesis, genesis_delta())
+    s.close()
+    s.close()
+    with pytest.raises(StoreError):
+        s.write(WriteBatch(hard_state=b"x"))
+
+
+def test_stats_report_entries_and_sizes(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 3)
+    store.write(WriteBatch(accept=[chain.next_block(b"\x03" * 32)]))
+    st = store.stats()
+    assert st.committed_height == 3
+    assert st.accepted_blocks == 1
+    assert st.state_entries == len(expected_state(3)[0])
+    assert st.tx_entries == 3 * chain.txs_per_block
+    assert 0 < st.used_bytes <= st.file_bytes <= st.map_bytes
+
+
+def test_the_store_is_durable_by_configuration(store: LmdbStore) -> None:
+    flags = store._env.flags()
+    assert flags["sync"] and flags["metasync"] and not flags["map_async"]
+    assert isinstance(store._env, lmdb.Environment)
