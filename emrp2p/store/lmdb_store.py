@@ -15,7 +15,12 @@ big-endian so that byte order is height order):
 
 Every ``write`` is one LMDB write transaction committed with fsync
 (``sync=True, metasync=True``), so after a crash at any point either all of a
-batch is on disk or none of it. The head hash at height 0 is the chain id.
+batch is on disk or none of it. ``head_hash()`` at height 0 is the chain id.
+
+Checks mirror ``emrp2p.store.memory.MemoryStore`` (so the simulator and the
+daemon behave alike): commits must extend the head (height + 1, parent = head
+hash from height 2 on); ``certify`` keeps the first certificate stored for a
+committed height and skips heights not committed yet.
 """
 
 from __future__ import annotations
@@ -430,7 +435,7 @@ class LmdbStore:
             height = header.height
             if height != head_height + 1:
                 raise InconsistentWrite(f"commit of height {height} after head {head_height}")
-            if header.parent != head_hash:
+            if head_height > 0 and header.parent != head_hash:
                 raise InconsistentWrite(f"block {height} does not extend the head {head_hash.hex()[:16]}")
             block_hash = header.block_hash
             hkey = height_key(height)
@@ -441,17 +446,6 @@ class LmdbStore:
             if commit.cert is not None:
                 self._check_cert(commit.cert, height, block_hash)
                 txn.put(hkey, encode(commit.cert), db=self._certs)
-            parent_cert = header.parent_cert
-            if (
-                parent_cert is not None
-                and height > 1
-                and parent_cert.height == height - 1
-                and parent_cert.block_hash == head_hash
-            ):
-                # The chain itself proves the parent's commit: keep that proof if we had none.
-                parent_key = height_key(height - 1)
-                if txn.get(parent_key, db=self._certs) is None:
-                    txn.put(parent_key, encode(parent_cert), db=self._certs)
             self._apply_delta(txn, commit.delta)
             txn.put(hkey, commit.delta.root, db=self._roots)
             txn.delete(hkey, db=self._accepted)
@@ -470,8 +464,8 @@ class LmdbStore:
 
         for cert in batch.certify:
             hkey = height_key(cert.height)
-            if txn.get(hkey, db=self._blocks) is None:
-                raise InconsistentWrite(f"certificate for height {cert.height}, which is not committed")
+            if not 1 <= cert.height <= head_height or txn.get(hkey, db=self._certs) is not None:
+                continue  # not committed yet (it will come with its block), or already proven
             if txn.get(cert.block_hash, db=self._block_hash) != hkey:
                 raise InconsistentWrite(
                     f"certificate names a block that is not the committed one at {cert.height}"

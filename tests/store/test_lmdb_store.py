@@ -215,15 +215,14 @@ def test_accepted_blocks_are_listed_in_height_order_until_committed(
     assert store.committed_height() == 2
 
 
-def test_committing_through_a_descendant_keeps_the_parent_cert_it_carries(
+def test_a_block_committed_through_a_descendant_has_no_certificate_of_its_own(
     store: LmdbStore, genesis: Genesis
 ) -> None:
     chain = init(store, genesis)
     c1, _ = chain.synthetic_commit()
     c2, _ = chain.synthetic_commit()
-    assert c2.block.header.parent_cert == c1.cert
     store.write(WriteBatch(commit=[Commit(c1.block, c1.delta, None), c2]))
-    assert store.certificate(1) == c1.cert
+    assert store.certificate(1) is None
     assert store.certificate(2) == c2.cert
 
 
@@ -268,22 +267,35 @@ def test_certify_stores_a_late_certificate_for_a_committed_block(store: LmdbStor
     assert store.certificate(1) == c1.cert
 
 
-def test_certify_refuses_a_certificate_for_an_uncommitted_or_different_block(
+def test_certify_skips_uncommitted_heights_and_keeps_the_first_certificate(
     store: LmdbStore, genesis: Genesis
 ) -> None:
     chain = init(store, genesis)
     (c1,) = commit_n(store, chain, 1)
     c2, _ = chain.synthetic_commit()
-    assert c2.cert is not None
-    with pytest.raises(InconsistentWrite):
-        store.write(WriteBatch(certify=[c2.cert]))
+    assert c1.cert is not None and c2.cert is not None
+    store.write(WriteBatch(certify=[c2.cert]))
+    assert store.certificate(2) is None
+    other_signers = chain.certify(c1.block, signers=4)
+    store.write(WriteBatch(certify=[other_signers]))
+    assert store.certificate(1) == c1.cert
+    store.write(WriteBatch(commit=[c2]))
+    assert store.certificate(2) == c2.cert
+
+
+def test_certify_refuses_a_certificate_for_a_different_block_at_a_committed_height(
+    store: LmdbStore, genesis: Genesis
+) -> None:
+    chain = init(store, genesis)
+    c1, _ = chain.synthetic_commit()
+    store.write(WriteBatch(commit=[Commit(c1.block, c1.delta, None)], hard_state=b"before"))
     fork = ChainBuilder(genesis, term=3)
     other, _ = fork.synthetic_commit()
     assert other.cert is not None
     with pytest.raises(InconsistentWrite):
         store.write(WriteBatch(hard_state=b"not-written", certify=[other.cert]))
-    assert store.certificate(1) == c1.cert
-    assert store.hard_state() == hard_state_bytes(1, 1)
+    assert store.certificate(1) is None
+    assert store.hard_state() == b"before"
 
 
 def test_blocks_range_yields_committed_block_bytes_inclusive(store: LmdbStore, genesis: Genesis) -> None:
