@@ -32,6 +32,8 @@ _ROUTINE_LIBP2P = (
     "Received an invalid-signed-record",
     "Stream error for peer",
     "fail to read from peer",
+    "MultiselectClient handshake",
+    "Failed to open stream to peer",
 )
 
 _state: dict[str, Any] = {"level": logging.INFO, "libp2p_level": logging.WARNING, "configured": False}

@@ -20,7 +20,7 @@ API
 ``net.set_members(keys)``  new member set; removed members are disconnected.
 ``net.send(peer_key, payload) -> bool``  never blocks: queues the frame on
     that member's bounded outbound queue; False if the peer is not a member,
-    the payload is over ``max_frame`` or the queue is full (``stats.send_drops``).
+    the payload is empty or over ``max_frame`` or the queue is full (``stats.send_drops``).
     A per-peer task writes everything queued per wake-up in one write on one
     persistent stream of ``/emrp2p/msg/1.0.0``. A batch being written when the
     connection dies is lost (``stats.lost_in_flight``): the layer above retries.

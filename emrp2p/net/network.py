@@ -331,9 +331,12 @@ class Network:
         return [k for p, k in self._members.items() if p != self.peer_id and self._swarm_connected(p)]
 
     def send(self, peer: bytes, payload: bytes) -> bool:
-        """Queue ``payload`` for ``peer``; False (and a drop counted) if unknown or its queue is full."""
+        """Queue ``payload`` for ``peer``; False (and a drop counted) if unknown or its queue is full.
+
+        An empty payload is refused too: a zero-length frame is the keepalive.
+        """
         link = self._links.get(bytes(peer))
-        if link is None or len(payload) > self.config.max_frame:
+        if link is None or not payload or len(payload) > self.config.max_frame:
             self.stats.send_drops += 1
             return False
         try:
