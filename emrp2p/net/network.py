@@ -273,7 +273,16 @@ class Network:
         self.stats.connects += 1
         link = self._links.get(key)
         if link is not None:
-            link.connected.set()
+            self._mark_connected(link)
+
+    def _mark_connected(self, link: _Link) -> None:
+        if link.connected.is_set():
+            return
+        if link.ever_connected:
+            self.stats.reconnects += 1
+            log.info("reconnected", peer=str(link.peer_id))
+        link.ever_connected = True
+        link.connected.set()
 
     def _on_disconnected(self, peer: ID) -> None:
         if self._swarm_connected(peer):
@@ -426,7 +435,10 @@ class Network:
             while True:
                 if not self._swarm_connected(link.peer_id):
                     if link.addr is None:
-                        await link.connected.wait()
+                        if link.connected.is_set():  # stale until the disconnect notifee runs
+                            await trio.sleep(backoff.next())
+                        else:
+                            await link.connected.wait()
                         continue
                     if not await self._dial(link):
                         await trio.sleep(backoff.next())
@@ -450,11 +462,7 @@ class Network:
             self.stats.dial_failures += 1
             log.debug("dial failed", peer=str(link.peer_id), error=repr(e))
             return False
-        if link.ever_connected:
-            self.stats.reconnects += 1
-            log.info("reconnected", peer=str(link.peer_id))
-        link.ever_connected = True
-        link.connected.set()
+        self._mark_connected(link)
         return True
 
     async def _pump(self, link: _Link) -> None:
@@ -465,6 +473,8 @@ class Network:
         with trio.CancelScope() as scope:
             link.pump_scope = scope
             try:
+                if not self._swarm_connected(link.peer_id):
+                    return  # dialing is the link task's job (backoff, negative cache)
                 with trio.fail_after(cfg.dial_timeout):
                     stream = await self.host.new_stream(link.peer_id, [MSG_PROTOCOL])
                 while True:

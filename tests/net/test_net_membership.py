@@ -1,0 +1,86 @@
+"""The membership gate: strangers are refused right after the Noise handshake."""
+
+from __future__ import annotations
+
+import trio
+from conftest import Cluster, StartMesh, identities, wait_until
+from hostile import HostilePeer
+
+from emrp2p.net import MSG_PROTOCOL, Network
+from emrp2p.net.framing import encode_frames
+
+
+async def test_a_stranger_is_refused_and_its_message_never_delivered(
+    start_mesh: StartMesh, cluster: Cluster
+) -> None:
+    nets = await start_mesh(2)
+    target = nets[0]
+    stranger = HostilePeer(identities(1, "stranger")[0])
+    await cluster.nursery.start(stranger.run)
+
+    delivered = False
+    with trio.fail_after(10):
+        try:
+            await stranger.send_raw(target.listen_addrs[0], MSG_PROTOCOL, encode_frames([b"let me in"]))
+            delivered = True
+        except Exception:
+            pass
+    assert not delivered
+    assert target.stats.refused_strangers >= 1
+    assert not stranger.is_connected(target.peer_id)
+    assert stranger.identity.public not in target.connected_peers()
+
+    # The next frame the node delivers is a member's, not the stranger's.
+    assert nets[1].send(target.identity.public, b"member frame")
+    with trio.fail_after(5):
+        assert await target.incoming.receive() == (nets[1].identity.public, b"member frame")
+    assert target.stats.frames_in == 1
+
+
+async def test_hundreds_of_stranger_connections_leave_members_able_to_connect(
+    start_mesh: StartMesh, cluster: Cluster
+) -> None:
+    (target,) = await start_mesh(1)
+    stranger = HostilePeer(identities(1, "stranger")[0])
+    await cluster.nursery.start(stranger.run)
+    addr = target.listen_addrs[0]
+    outcomes: list[bool] = []
+
+    async def attempt() -> None:
+        try:
+            with trio.fail_after(10):
+                await stranger.connect(addr)
+                await stranger.host.new_stream(target.peer_id, [MSG_PROTOCOL])  # type: ignore[list-item]
+            outcomes.append(True)
+        except Exception:
+            outcomes.append(False)
+
+    with trio.fail_after(40):
+        for _ in range(10):
+            async with trio.open_nursery() as n:
+                for _ in range(30):
+                    n.start_soon(attempt)
+    assert outcomes == [False] * 300
+    assert target.stats.refused_strangers >= 300
+
+    late = identities(3)[1]  # a member identity that start_mesh(1) did not start
+    net = Network(late, ("127.0.0.1", 0), [target.identity.public, late.public], {target.identity.public: addr})
+    target.set_members([target.identity.public, late.public])
+    await cluster.start(net)
+    with trio.fail_after(10):
+        await net.wait_connected(target.identity.public)
+    assert net.send(target.identity.public, b"after the storm")
+    with trio.fail_after(5):
+        assert await target.incoming.receive() == (late.public, b"after the storm")
+
+
+async def test_a_removed_member_is_disconnected_and_then_refused(start_mesh: StartMesh) -> None:
+    a, b, c = await start_mesh(3)
+    a.set_members([a.identity.public, b.identity.public])
+    await wait_until(lambda: c.identity.public not in a.connected_peers())
+    # c keeps redialing a (a is still in c's peers); each attempt is refused at the handshake.
+    refused = a.stats.refused_strangers
+    await wait_until(lambda: a.stats.refused_strangers > refused, timeout=10)
+    assert not a.send(c.identity.public, b"x")
+    assert c.identity.public not in a.connected_peers()
+    assert b.identity.public in a.connected_peers()
