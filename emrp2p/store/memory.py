@@ -26,7 +26,6 @@ class MemoryStore:
         self._state = MemoryKV()
         self._genesis_root = b""
         self._blocks: list[Block] = []
-        self._block_bytes: list[bytes] = []
         self._certs: dict[int, Certificate] = {}
         self._roots: list[bytes] = []
         self._tx_heights: dict[bytes, int] = {}
@@ -58,7 +57,8 @@ class MemoryStore:
         return self._blocks[height - 1] if 1 <= height <= len(self._blocks) else None
 
     def block_bytes(self, height: int) -> bytes | None:
-        return self._block_bytes[height - 1] if 1 <= height <= len(self._blocks) else None
+        block = self.block(height)
+        return None if block is None else encode(block)
 
     def certificate(self, height: int) -> Certificate | None:
         return self._certs.get(height)
@@ -89,7 +89,6 @@ class MemoryStore:
             self._accepted[block.height] = block
         for c in batch.commit:
             self._blocks.append(c.block)
-            self._block_bytes.append(encode(c.block))
             self._roots.append(c.delta.root)
             self._state.apply(dict(c.delta.writes))
             if c.cert is not None:

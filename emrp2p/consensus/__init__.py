@@ -1,0 +1,146 @@
+"""Ordering: a sans-IO, Raft-like state machine with a fixed leader per term.
+
+No sockets, no clock, no threads, no randomness: the driver (``emrp2p.node``
+over libp2p, ``emrp2p.sim`` over a simulated network) feeds inputs and carries
+out outputs, in the shape of etcd's raft ``RawNode``.
+
+Driver contract
+---------------
+
+::
+
+    core = Core(identity, ledger, store, Config(...), now_ms)   # store.init_genesis(...) done before
+    loop:
+        core.step(sender_pubkey, message)     # a Message from an authenticated peer
+        core.tick(now_ms)                     # every ~heartbeat_ms / 3 or so
+        core.submit(txs) -> [SubmitResult]    # local intake (RPC)
+        if core.has_ready():
+            rd = core.ready()
+            store.write(rd.write)             # 1. persist FIRST (one atomic batch; may hold the vote)
+            for dest, msg in rd.messages:     # 2. only then send
+                send(dest, msg)
+            apply(rd.committed, rd.events)    # 3. then notify / apply committed blocks
+            core.advance(rd)                  # 4. acknowledge
+
+``ready()`` must be persisted and ``advance``d before the next ``step``/``tick``/
+``submit`` (a single-threaded driver does this naturally). The core reads the
+store only for what is durable (committed chain and state, accepted blocks and
+the hard state at construction); it never writes to it. A restart is simply a
+new ``Core`` over the same store.
+
+Protocol (see DESIGN.md, "Ordering")
+------------------------------------
+
+* Terms; the leader of term ``t`` is ``validators[t % n]`` for the next height.
+  A validator entering a term persists it and broadcasts ``TermVote(t, head,
+  committed_height)``; the leader of ``t`` is established when a majority
+  (itself included) sent term votes whose head ``(term, height)`` is no more up
+  to date than its own. It then re-sends (``Propose``) the accepted blocks it
+  never saw certified, and proposes a block of its own term on top (empty if it
+  must), whose certificate commits them all (Raft's figure-8 rule: only votes
+  for a block of the current term are ever counted).
+* ``Propose(term, block)`` -> follower checks signature, proposer = leader of the
+  block's term, hash links, timestamp (>= parent's, <= own clock +
+  ``max_clock_drift_ms``), tx root, parent certificate, and executes
+  (``ledger.execute``) for the state root; it persists the block as accepted and
+  the vote in the hard state, then sends ``BlockVote``. At most one vote per
+  (term, height), across restarts (``HardState``). Conflicting uncommitted
+  accepted blocks are truncated.
+* A majority of votes forms a ``Certificate``: that block and its ancestors are
+  committed; the leader sends ``CommitNotice(term, cert)`` to every member and the
+  next block carries it as ``parent_cert``. One block of the current term is in
+  flight at a time; at most one block per ``min_block_interval_ms``, at most
+  ``max_txs_per_block`` transactions.
+* ``Heartbeat`` every ``heartbeat_ms`` carries the leader's head and latest
+  certificate; a follower whose head differs answers ``Status`` and the leader
+  re-sends what it lacks; a follower hearing nothing for ``election_timeout_ms``
+  moves to the next term. The leader hands over after ``max_blocks_per_term``
+  blocks or ``max_term_ms``, once its last block is committed.
+* Catch-up: a node that learns of a committed height above its own (heartbeat,
+  status, term vote, certificate for a block it lacks) sends
+  ``SyncRequest(from_height, max_blocks)``; any node answers ``SyncResponse``
+  with consecutive committed blocks and certificates (extended to the next
+  certified block). The requester checks links, proposers, signatures, tx
+  roots, executes each block for its state root and commits the prefix proven
+  by a valid certificate (a majority of the validators in force at that height,
+  valid vote signatures); it repeats until level. Observers (non-validator
+  members) follow through heartbeats, commit notices, and polling sync.
+* Evidence: two verified, conflicting votes or proposals by one validator for
+  the same (term, height) are kept in ``core.evidence`` and reported as
+  ``EvidenceFound``.
+
+Transactions: ``submit`` checks statelessly (``ledger.check_tx``), dedupes
+(pending and committed), bounds the pool (``BUSY`` past ``max_pending``); a
+non-leader forwards pending transactions to the leader (``ForwardTxs``) and
+again after a term change or ``forward_retry_ms``. Transactions that fail at
+selection are dropped and reported (``TxRejected``); pending ones older than
+``pending_ttl_ms`` expire (``TxExpired``). ``core.tx_status(tx_id)`` answers
+pending / committed (height) / rejected (code) / expired / unknown.
+"""
+
+from emrp2p.consensus.config import Config
+from emrp2p.consensus.core import (
+    BlockRefused,
+    Core,
+    CoreNotInitialised,
+    Event,
+    EvidenceFound,
+    LeaderChanged,
+    Ready,
+    Role,
+    TermChanged,
+    TxExpired,
+    TxRejected,
+)
+from emrp2p.consensus.messages import (
+    BlockVote,
+    CommitNotice,
+    Evidence,
+    ForwardTxs,
+    HardState,
+    Head,
+    Heartbeat,
+    Message,
+    ProposalEquivocation,
+    Propose,
+    Status,
+    SyncRequest,
+    SyncResponse,
+    TermVote,
+    VoteEquivocation,
+)
+from emrp2p.consensus.pool import SubmitResult, SubmitStatus, TxState, TxStatus
+
+__all__ = [
+    "Config",
+    "Core",
+    "CoreNotInitialised",
+    "Ready",
+    "Role",
+    "Event",
+    "TermChanged",
+    "LeaderChanged",
+    "EvidenceFound",
+    "TxRejected",
+    "TxExpired",
+    "BlockRefused",
+    "Message",
+    "Head",
+    "Propose",
+    "BlockVote",
+    "CommitNotice",
+    "TermVote",
+    "Heartbeat",
+    "Status",
+    "SyncRequest",
+    "SyncResponse",
+    "ForwardTxs",
+    "HardState",
+    "Evidence",
+    "VoteEquivocation",
+    "ProposalEquivocation",
+    "SubmitResult",
+    "SubmitStatus",
+    "TxState",
+    "TxStatus",
+]

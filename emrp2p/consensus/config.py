@@ -1,0 +1,33 @@
+"""Tunables of the ordering core (all times in milliseconds of the driver's clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    heartbeat_ms: int = 150
+    """Leader heartbeat period; followers resend lost term votes at this pace too."""
+    election_timeout_ms: int = 1000
+    """A follower that hears nothing from the leader for this long moves to the next term."""
+    max_txs_per_block: int = 2000
+    min_block_interval_ms: int = 100
+    """At most 1000 / this blocks per second."""
+    max_blocks_per_term: int = 200
+    max_term_ms: int = 60_000
+    """The leader hands over after this many blocks or this long (fairness, load spreading)."""
+    max_pending: int = 20_000
+    """Pending pool bound: past it ``submit`` answers ``BUSY`` (back-pressure, never silent loss)."""
+    pending_ttl_ms: int = 120_000
+    """A pending transaction not committed by then is dropped and reported as expired."""
+    forward_retry_ms: int = 2000
+    """Pending transactions are forwarded to the leader again after this long without commit."""
+    max_clock_drift_ms: int = 5000
+    """A block timestamped further than this ahead of the follower's clock is refused."""
+    sync_batch_blocks: int = 256
+    sync_timeout_ms: int = 1000
+    remember_txs: int = 200_000
+    """How many recent committed / rejected / expired transaction ids are remembered for status and dedupe."""

@@ -1,0 +1,136 @@
+"""The pending-transaction pool: intake results, dedupe, bound, forwarding bookkeeping, status."""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from emrp2p.ledger.types import Tx
+
+__all__ = ["SubmitStatus", "SubmitResult", "TxState", "TxStatus", "TxPool"]
+
+
+class SubmitStatus(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    """Already pending or committed: nothing to do (resubmitting is always safe)."""
+    INVALID = "invalid"
+    """Fails the stateless checks; ``code`` says why (a ledger error code)."""
+    BUSY = "busy"
+    """The pool is full: try again later. The transaction was not taken."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    tx_id: bytes
+    status: SubmitStatus
+    code: str | None = None
+
+
+class TxState(enum.Enum):
+    UNKNOWN = "unknown"
+    PENDING = "pending"
+    COMMITTED = "committed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class TxStatus:
+    state: TxState
+    height: int | None = None
+    code: str | None = None
+
+
+@dataclass
+class _Pending:
+    tx: Tx
+    added_ms: int
+    forwarded_ms: int | None = None
+
+
+class _Recent(OrderedDict[bytes, TxStatus]):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def remember(self, tx_id: bytes, status: TxStatus) -> None:
+        self[tx_id] = status
+        self.move_to_end(tx_id)
+        if len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class TxPool:
+    def __init__(self, max_pending: int, remember: int) -> None:
+        self.max_pending = max_pending
+        self._pending: dict[bytes, _Pending] = {}
+        self._done = _Recent(remember)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._pending
+
+    def status(self, tx_id: bytes) -> TxStatus:
+        if tx_id in self._pending:
+            return TxStatus(TxState.PENDING)
+        return self._done.get(tx_id, TxStatus(TxState.UNKNOWN))
+
+    def known_committed(self, tx_id: bytes) -> bool:
+        s = self._done.get(tx_id)
+        return s is not None and s.state is TxState.COMMITTED
+
+    def add(self, tx: Tx, now_ms: int) -> SubmitStatus:
+        tx_id = tx.tx_id
+        if tx_id in self._pending or self.known_committed(tx_id):
+            return SubmitStatus.DUPLICATE
+        if len(self._pending) >= self.max_pending:
+            return SubmitStatus.BUSY
+        self._pending[tx_id] = _Pending(tx, now_ms)
+        return SubmitStatus.ACCEPTED
+
+    def candidates(self, exclude: set[bytes], limit: int) -> list[Tx]:
+        """Oldest first, then stably ordered by nonce so each sender's run is in nonce order."""
+        out: list[Tx] = []
+        for tx_id, p in self._pending.items():
+            if tx_id not in exclude:
+                out.append(p.tx)
+                if len(out) >= limit:
+                    break
+        out.sort(key=lambda tx: tx.nonce)
+        return out
+
+    def committed(self, txs: Iterable[Tx], height: int) -> None:
+        status = TxStatus(TxState.COMMITTED, height)
+        for tx in txs:
+            self._pending.pop(tx.tx_id, None)
+            self._done.remember(tx.tx_id, status)
+
+    def reject(self, tx_id: bytes, code: str) -> None:
+        self._pending.pop(tx_id, None)
+        self._done.remember(tx_id, TxStatus(TxState.REJECTED, code=code))
+
+    def expire(self, now_ms: int, ttl_ms: int) -> list[bytes]:
+        gone = [k for k, p in self._pending.items() if now_ms - p.added_ms >= ttl_ms]
+        for tx_id in gone:
+            del self._pending[tx_id]
+            self._done.remember(tx_id, TxStatus(TxState.EXPIRED))
+        return gone
+
+    def due_for_forward(self, now_ms: int, retry_ms: int) -> list[Tx]:
+        """Transactions never forwarded, or forwarded ``retry_ms`` ago and still pending; marks them."""
+        out = []
+        for p in self._pending.values():
+            if p.forwarded_ms is None or now_ms - p.forwarded_ms >= retry_ms:
+                p.forwarded_ms = now_ms
+                out.append(p.tx)
+        return out
+
+    def forward_again(self) -> None:
+        """A new leader: everything pending is to be forwarded to it."""
+        for p in self._pending.values():
+            p.forwarded_ms = None
