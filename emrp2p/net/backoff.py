@@ -24,9 +24,9 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt; grows until :meth:`reset`."""
-        raw = min(self.cap, self.base * (2 ** min(self._attempt, 32)))
+        raw: float = min(self.cap, self.base * (2.0 ** min(self._attempt, 32)))
         self._attempt += 1
-        return raw * (1.0 - self.jitter * self._rng.random())
+        return raw * (1.0 - self.jitter * float(self._rng.random()))
 
     def reset(self) -> None:
         self._attempt = 0

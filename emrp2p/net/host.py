@@ -26,6 +26,7 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetStream, IRawConnection, ISecureConn
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.rcmgr import ResourceLimits, new_resource_manager
@@ -111,7 +112,7 @@ def build_host(
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: MemberGatedNoise(key_pair, is_member, on_refused)},
-        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[listen],
         connection_config=config,
         resource_manager=resources,
@@ -160,8 +161,13 @@ def guard_handler(
         except Exception as e:
             if on_error is not None:
                 on_error(name)
-            log.warning("stream handler failed", protocol=name, peer=str(peer), error=repr(e),
-                        exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning(
+                "stream handler failed",
+                protocol=name,
+                peer=str(peer),
+                error=repr(e),
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             await reset_quietly(stream)
 
     return guarded

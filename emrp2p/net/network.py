@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
@@ -30,7 +31,7 @@ route_libp2p()  # importing libp2p reset its loggers (hazard 9)
 
 log = get_logger("emrp2p.net")
 
-MSG_PROTOCOL = "/emrp2p/msg/1.0.0"
+MSG_PROTOCOL = TProtocol("/emrp2p/msg/1.0.0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +162,9 @@ class Network:
         self._ensure_links()
 
         self._incoming_send, self.incoming = trio.open_memory_channel[tuple[bytes, bytes]](cfg.incoming_queue)
-        self._gossip_send, self.gossip_incoming = trio.open_memory_channel[tuple[bytes, bytes]](cfg.gossip_queue)
+        self._gossip_send, self.gossip_incoming = trio.open_memory_channel[tuple[bytes, bytes]](
+            cfg.gossip_queue
+        )
 
         host_ip, port = listen
         self.host = build_host(
@@ -318,8 +321,9 @@ class Network:
             guarded._emrp2p_guarded = True
             self.host.set_stream_handler(proto, guarded)
         swarm = self._swarm
-        common: Any = guard_handler("(negotiation)", swarm.common_stream_handler, is_member=None,
-                                    on_error=self._handler_error)
+        common: Any = guard_handler(
+            "(negotiation)", swarm.common_stream_handler, is_member=None, on_error=self._handler_error
+        )
         swarm.set_stream_handler(common)
 
     # ----- public API -----
@@ -515,8 +519,9 @@ class Network:
             self._refused_stream(peer, MSG_PROTOCOL)
             await reset_quietly(stream)
             return
-        reader = FrameReader(stream, max_frame=cfg.max_frame, idle_timeout=cfg.idle_timeout,
-                             read_timeout=cfg.read_timeout)
+        reader = FrameReader(
+            stream, max_frame=cfg.max_frame, idle_timeout=cfg.idle_timeout, read_timeout=cfg.read_timeout
+        )
         try:
             while True:
                 frame = await reader.next_frame()
@@ -569,4 +574,3 @@ class Network:
             deliveries = getattr(self._router, "recent_message_deliveries", None)
             if deliveries is not None:
                 deliveries.clear()
-

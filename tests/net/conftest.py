@@ -74,15 +74,23 @@ StartMesh = Callable[..., Awaitable[list[Network]]]
 def start_mesh(cluster: Cluster) -> StartMesh:
     """Start ``n`` member nodes, each configured to dial every node started before it."""
 
-    async def start(n: int = 3, *, config: NetConfig | None = None, extra_members: tuple[bytes, ...] = (),
-                    gossip: bool = True) -> list[Network]:
+    async def start(
+        n: int = 3,
+        *,
+        config: NetConfig | None = None,
+        extra_members: tuple[bytes, ...] = (),
+        gossip: bool = True,
+    ) -> list[Network]:
         ids = identities(n)
         keys = [i.public for i in ids] + list(extra_members)
         nets: list[Network] = []
         for ident in ids:
             peers = {net.identity.public: net.listen_addrs[0] for net in nets}
-            nets.append(await cluster.start(
-                Network(ident, ("127.0.0.1", 0), keys, peers, gossip=gossip, config=config)))
+            nets.append(
+                await cluster.start(
+                    Network(ident, ("127.0.0.1", 0), keys, peers, gossip=gossip, config=config)
+                )
+            )
         with trio.fail_after(10):
             for a in nets:
                 for b in nets:

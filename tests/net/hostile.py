@@ -32,11 +32,16 @@ class HostilePeer:
         kp = create_new_key_pair(identity.seed)
         self.host: IHost = new_host(
             key_pair=kp,
-            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)},
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)
+            },
             muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
             listen_addrs=[Multiaddr("/ip4/127.0.0.1/tcp/0")],
             connection_config=ConnectionConfig(
-                max_connections=1_000_000, min_connections=0, low_watermark=0, high_watermark=1_000_000,
+                max_connections=1_000_000,
+                min_connections=0,
+                low_watermark=0,
+                high_watermark=1_000_000,
                 dial_timeout=3.0,
             ),
         )

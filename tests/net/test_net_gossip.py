@@ -26,7 +26,10 @@ def signed_message(signer: Identity, topic: str, data: bytes, seqno: int = 1) ->
     """A gossip message correctly signed by ``signer`` (as libp2p's strict signing does it)."""
     kp = create_new_key_pair(signer.seed)
     msg = rpc_pb2.Message(
-        data=data, topicIDs=[topic], from_id=ID.from_pubkey(kp.public_key).to_bytes(), seqno=seqno.to_bytes(8, "big")
+        data=data,
+        topicIDs=[topic],
+        from_id=ID.from_pubkey(kp.public_key).to_bytes(),
+        seqno=seqno.to_bytes(8, "big"),
     )
     msg.signature = kp.private_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
     msg.key = kp.public_key.serialize()
@@ -43,7 +46,9 @@ async def test_gossip_reaches_every_member(start_mesh: StartMesh) -> None:
         with trio.fail_after(5):
             while len(got) < 2:
                 got.add(await net.gossip_incoming.receive())
-        assert got == {(other.identity.public, b"announcement %d" % j) for j, other in enumerate(nets) if j != i}
+        assert got == {
+            (other.identity.public, b"announcement %d" % j) for j, other in enumerate(nets) if j != i
+        }
 
 
 async def test_gossip_signed_by_a_stranger_or_oversize_is_neither_delivered_nor_relayed(
@@ -60,10 +65,14 @@ async def test_gossip_signed_by_a_stranger_or_oversize_is_neither_delivered_nor_
     # A member's connection relays a stranger's (validly signed) message and an oversize one of its own.
     rpc = rpc_pb2.RPC(
         subscriptions=[rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic)],
-        publish=[signed_message(stranger, topic, b"from a stranger"),
-                 signed_message(rogue_id, topic, b"x" * 2048, seqno=2)],
+        publish=[
+            signed_message(stranger, topic, b"from a stranger"),
+            signed_message(rogue_id, topic, b"x" * 2048, seqno=2),
+        ],
     )
-    await rogue.send_raw(nets[0].listen_addrs[0], PROTOCOL_ID_V11, encode_varint_prefixed(rpc.SerializeToString()))
+    await rogue.send_raw(
+        nets[0].listen_addrs[0], PROTOCOL_ID_V11, encode_varint_prefixed(rpc.SerializeToString())
+    )
     await wait_until(lambda: nets[0].stats.gossip_rejected >= 2)
 
     await nets[1].publish(b"from a member")

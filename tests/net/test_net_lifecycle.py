@@ -55,7 +55,9 @@ async def test_shutdown_closes_the_listener_so_the_port_can_be_bound_again(clust
     assert port_of(again.listen_addrs[0]) == port
 
 
-async def test_incoming_channels_close_when_the_network_stops(start_mesh: StartMesh, cluster: Cluster) -> None:
+async def test_incoming_channels_close_when_the_network_stops(
+    start_mesh: StartMesh, cluster: Cluster
+) -> None:
     (net,) = await start_mesh(1)
     await cluster.stop(net)
     with trio.fail_after(5):

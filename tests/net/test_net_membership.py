@@ -64,7 +64,9 @@ async def test_hundreds_of_stranger_connections_leave_members_able_to_connect(
     assert target.stats.refused_strangers >= 300
 
     late = identities(3)[1]  # a member identity that start_mesh(1) did not start
-    net = Network(late, ("127.0.0.1", 0), [target.identity.public, late.public], {target.identity.public: addr})
+    net = Network(
+        late, ("127.0.0.1", 0), [target.identity.public, late.public], {target.identity.public: addr}
+    )
     target.set_members([target.identity.public, late.public])
     await cluster.start(net)
     with trio.fail_after(10):

@@ -72,8 +72,9 @@ async def test_queued_frames_go_out_in_one_batch_and_arrive_in_order(start_mesh:
 async def test_send_to_unknown_peer_or_full_queue_returns_false(cluster: Cluster) -> None:
     me, other = identities(2)
     stranger = identities(1, "stranger")[0]
-    net = await cluster.start(Network(me, ("127.0.0.1", 0), [me.public, other.public], {},
-                                      config=NetConfig(outbound_queue=4)))
+    net = await cluster.start(
+        Network(me, ("127.0.0.1", 0), [me.public, other.public], {}, config=NetConfig(outbound_queue=4))
+    )
     assert not net.send(stranger.public, b"x")
     # ``other`` is a member we cannot reach: its bounded queue fills, then send says no.
     assert [net.send(other.public, b"%d" % i) for i in range(6)] == [True] * 4 + [False] * 2
@@ -95,7 +96,7 @@ async def test_frame_over_the_cap_resets_the_stream_and_node_keeps_serving(
     # Exactly at the cap is fine.
     s = await rogue.open(target.listen_addrs[0], MSG_PROTOCOL)
     await s.write(encode_frames([b"\x01" * cfg.max_frame]))
-    (key, payload), = await receive_n(target, 1)
+    ((key, payload),) = await receive_n(target, 1)
     assert key == bad.public and len(payload) == cfg.max_frame
 
     # One byte over: the stream is reset before the body is read.
