@@ -19,7 +19,7 @@ batch is on disk or none of it. ``head_hash()`` at height 0 is the chain id.
 
 Checks mirror ``emrp2p.store.memory.MemoryStore`` (so the simulator and the
 daemon behave alike): commits must extend the head (height + 1, parent = head
-hash from height 2 on); ``certify`` keeps the first certificate stored for a
+hash, the chain id for block 1, as ``emrp2p.consensus.core`` builds it); ``certify`` keeps the first certificate stored for a
 committed height and skips heights not committed yet.
 """
 
@@ -435,7 +435,7 @@ class LmdbStore:
             height = header.height
             if height != head_height + 1:
                 raise InconsistentWrite(f"commit of height {height} after head {head_height}")
-            if head_height > 0 and header.parent != head_hash:
+            if header.parent != head_hash:
                 raise InconsistentWrite(f"block {height} does not extend the head {head_hash.hex()[:16]}")
             block_hash = header.block_hash
             hkey = height_key(height)

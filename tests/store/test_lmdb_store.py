@@ -395,3 +395,12 @@ def test_the_store_is_durable_by_configuration(store: LmdbStore) -> None:
     flags = store._env.flags()
     assert flags["sync"] and flags["metasync"] and not flags["map_async"]
     assert isinstance(store._env, lmdb.Environment)
+
+
+def test_block_one_must_have_the_chain_id_as_parent(store: LmdbStore, genesis: Genesis) -> None:
+    init(store, genesis)
+    chain = ChainBuilder(genesis, head_hash=b"\x09" * 32)
+    orphan, _ = chain.synthetic_commit()
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(commit=[orphan]))
+    assert store.committed_height() == 0
