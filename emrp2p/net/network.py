@@ -102,7 +102,8 @@ class _Link:
         self.send, self.recv = trio.open_memory_channel[bytes](queue)
         self.connected = trio.Event()
         self.pump_scope: trio.CancelScope | None = None
-        self.task_scope = trio.CancelScope()
+        self.task_scope: trio.CancelScope | None = None
+        self.removed = False
         self.started = False
         self.ever_connected = False
 
@@ -217,7 +218,9 @@ class Network:
         for key in list(self._links):
             if key not in current:
                 link = self._links.pop(key)
-                link.task_scope.cancel()
+                link.removed = True
+                if link.task_scope is not None:
+                    link.task_scope.cancel()
                 link.send.close()
                 if self._nursery is not None:
                     self._nursery.start_soon(self._disconnect, link.peer_id)
@@ -435,8 +438,8 @@ class Network:
         seed = hashlib.sha256(self.identity.public + link.public_key).digest()
         cfg = self.config
         backoff = Backoff(cfg.backoff_base, cfg.backoff_cap, jitter=cfg.backoff_jitter, seed=seed)
-        with link.task_scope:
-            while True:
+        with trio.CancelScope() as link.task_scope:
+            while not link.removed:
                 if not self._swarm_connected(link.peer_id):
                     if link.addr is None:
                         if link.connected.is_set():  # stale until the disconnect notifee runs
