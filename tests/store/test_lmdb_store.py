@@ -20,6 +20,7 @@ from emrp2p.store.lmdb_store import (
     NoGenesis,
     StoreError,
     StoreFull,
+    block_encoding,
     open_chain_store,
 )
 
@@ -404,3 +405,13 @@ def test_block_one_must_have_the_chain_id_as_parent(store: LmdbStore, genesis: G
     with pytest.raises(InconsistentWrite):
         store.write(WriteBatch(commit=[orphan]))
     assert store.committed_height() == 0
+
+
+@pytest.mark.parametrize("count", [0, 1, 23, 24, 255, 256, 300])
+def test_the_fast_block_encoding_is_the_canonical_encoding(genesis: Genesis, count: int) -> None:
+    chain = ChainBuilder(genesis)
+    first, _ = chain.synthetic_commit()
+    block = chain.next_block(b"\x05" * 32, chain.make_txs(count))
+    assert block.header.parent_cert is not None
+    assert block_encoding(block) == encode(block)
+    assert block_encoding(first.block) == encode(first.block)
