@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from emrp2p.crypto import verify_many
+from emrp2p.crypto import verify
 from emrp2p.ledger.types import Certificate, vote_signing_bytes
 
 __all__ = ["certificate_ok", "quorum"]
@@ -28,4 +28,4 @@ def certificate_ok(
     if len(signers) < quorum(validators) or any(s not in allowed for s in signers):
         return False
     message = vote_signing_bytes(chain_id, cert.term, cert.height, cert.block_hash)
-    return all(verify_many([(s.signer, message, s.signature) for s in cert.signatures]))
+    return all(verify(s.signer, message, s.signature) for s in cert.signatures)

@@ -37,7 +37,8 @@ from emrp2p.consensus.pool import SubmitResult, SubmitStatus, TxPool, TxState, T
 from emrp2p.crypto import Identity
 from emrp2p.ledger.errors import BadNonce, InvalidTx, LedgerError
 from emrp2p.ledger.execute import BlockContext, Ledger
-from emrp2p.ledger.state import Overlay
+from emrp2p.ledger.merkle import raw_key
+from emrp2p.ledger.state import MEMBERS_KEY, SCHEDULE_KEY, Overlay
 from emrp2p.ledger.types import (
     Block,
     BlockHeader,
@@ -162,6 +163,33 @@ class _Out:
     events: list[Event] = field(default_factory=list)
 
 
+_MEMBERS_RAW = raw_key(MEMBERS_KEY)
+_SCHEDULE_RAW = raw_key(SCHEDULE_KEY)
+_membership_memo: dict[
+    tuple[bytes, bytes, bytes | None, int], tuple[tuple[bytes, ...], tuple[bytes, ...]]
+] = {}
+
+
+def membership_at(ledger: Ledger, state: KV, height: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """(validators, members) in force for block ``height`` given the state after ``height - 1``.
+
+    Memoised on the raw member list and change schedule, which rarely change:
+    decoding them for every block of every node would dominate a simulation.
+    """
+    members_raw = state.get(_MEMBERS_RAW) or b""
+    schedule_raw = state.get(_SCHEDULE_RAW)
+    key = (ledger.chain_id, members_raw, schedule_raw, height if schedule_raw else 0)
+    found = _membership_memo.get(key)
+    if found is None:
+        vals = ledger.validators(state, height)
+        members = tuple(m.node for m in ledger.members(state, height))
+        found = (vals, members)
+        if len(_membership_memo) > 4096:
+            _membership_memo.clear()
+        _membership_memo[key] = found
+    return found
+
+
 class Core:
     """Raft-like ordering with a fixed leader per term (``validators[term % n]``)."""
 
@@ -272,9 +300,7 @@ class Core:
     def _membership(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         c = self._validators_cache
         if c is None or c[0] != self.committed_height:
-            state, height = self._committed_state(), self.committed_height + 1
-            vals = self.ledger.validators(state, height)
-            members = tuple(m.node for m in self.ledger.members(state, height))
+            vals, members = membership_at(self.ledger, self._committed_state(), self.committed_height + 1)
             c = self._validators_cache = (self.committed_height, vals, members)
         return c[1], c[2]
 
@@ -563,7 +589,7 @@ class Core:
         if parent_cert is not None and parent_cert.block_hash != parent_hash:
             parent_cert = None
         state = self._state_after(len(self._accepted))
-        validators = self.ledger.validators(state, height)
+        validators = membership_at(self.ledger, state, height)[0]
         if self.me not in validators:
             return
         ts = max(self.now_ms, parent_ts)
@@ -694,7 +720,7 @@ class Core:
             self._refuse(block, "chain id")
             return None
         state = self._state_after(index)
-        validators = self.ledger.validators(state, h.height)
+        validators = membership_at(self.ledger, state, h.height)[0]
         if h.proposer not in validators or h.proposer != validators[h.term % len(validators)]:
             self._refuse(block, "proposer is not the leader of its term")
             return None
@@ -785,7 +811,7 @@ class Core:
             if delta is None or delta.root != block.header.state_root:
                 self._truncate(len(self._accepted))
                 return
-            self._accepted.append(_Entry(block, delta, self.ledger.validators(state, block.height)))
+            self._accepted.append(_Entry(block, delta, membership_at(self.ledger, state, block.height)[0]))
 
     # ------------------------------------------------------------------ committing
 
@@ -880,7 +906,7 @@ class Core:
                 if self._cert_ok(pc, prev.validators, prev.block.block_hash, prev.block.term):
                     verified.setdefault(prev.height, pc)
                     proven = len(entries)
-            vals = self.ledger.validators(state, h.height)
+            vals = membership_at(self.ledger, state, h.height)[0]
             if (
                 h.chain_id != self.chain_id
                 or h.proposer not in vals

@@ -41,7 +41,7 @@ from emrp2p.store.memory import MemoryStore
 
 __all__ = ["Cluster", "SimNode", "Client", "Observations"]
 
-TICK_MS = 40
+TICK_MS = 50
 
 
 @dataclass
