@@ -14,7 +14,9 @@ API
 
 ``await net.run(task_status=...)`` (use ``nursery.start(net.run)``)
     Starts pubsub, then the host; reports started; runs until cancelled; then
-    closes the host and its listener (the port can be bound again).
+    closes the host and its listener (the port can be bound again). Raises
+    :class:`PortInUse` if something already listens on a fixed port (libp2p
+    would otherwise share it through SO_REUSEPORT).
 ``net.listen_addrs -> list[str]``  after start; each ends in ``/p2p/<peer id>``.
 ``Network.peer_id_of(public_key) -> str``  the peer id of a key.
 ``net.set_members(keys)``  new member set; removed members are disconnected.
@@ -49,6 +51,6 @@ close, dial negative-cache eviction: :mod:`emrp2p.net.network`. Gossip
 settings and validator: :mod:`emrp2p.net.gossip`. Logging: :mod:`emrp2p.logs`.
 """
 
-from emrp2p.net.network import MSG_PROTOCOL, NetConfig, NetStats, Network, peer_id_of
+from emrp2p.net.network import MSG_PROTOCOL, NetConfig, NetStats, Network, PortInUse, peer_id_of
 
-__all__ = ["MSG_PROTOCOL", "NetConfig", "NetStats", "Network", "peer_id_of"]
+__all__ = ["MSG_PROTOCOL", "NetConfig", "NetStats", "Network", "PortInUse", "peer_id_of"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import socket
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -25,13 +27,32 @@ from emrp2p.net.framing import KEEPALIVE, FrameError, FrameReader, FrameTooLarge
 from emrp2p.net.gossip import make_pubsub, member_validator
 from emrp2p.net.host import build_host, guard_handler, peer_id_of, reset_quietly
 
-__all__ = ["MSG_PROTOCOL", "NetConfig", "NetStats", "Network", "peer_id_of"]
+__all__ = ["MSG_PROTOCOL", "NetConfig", "NetStats", "Network", "PortInUse", "peer_id_of"]
 
 route_libp2p()  # importing libp2p reset its loggers (hazard 9)
 
 log = get_logger("emrp2p.net")
 
 MSG_PROTOCOL = TProtocol("/emrp2p/msg/1.0.0")
+
+
+class PortInUse(OSError):
+    """Another socket listens on our port (libp2p would share it through SO_REUSEPORT)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse to share a listening port: libp2p's listener sets SO_REUSEPORT (hazard 7),
+    so a second node on the same port would bind fine and take half of the dials."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(e.errno, f"{host}:{port} is already in use") from e
+            raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +199,7 @@ class Network:
         if self.host.get_id() != self.peer_id:
             raise RuntimeError("libp2p identity does not match the node key")
         self._listen = Multiaddr(f"/ip4/{host_ip}/tcp/{port}")
+        self._listen_at = (host_ip, port)
         swarm: Any = self.host.get_network()
         swarm.retry_config = RetryConfig(max_retries=0)  # our reconnect loop owns the timing
         swarm.register_notifee(_Notifee(self))
@@ -392,6 +414,7 @@ class Network:
         """Start pubsub, then the host; report started; run until cancelled; close the host."""
         if self._running or self._closed.is_set():
             raise RuntimeError("a Network runs once")
+        check_port_free(*self._listen_at)
         async with AsyncExitStack() as stack:
             if self._gossip:
                 await stack.enter_async_context(background_trio_service(self._pubsub))

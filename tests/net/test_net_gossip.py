@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import trio
-from conftest import Cluster, StartMesh, identities, wait_until
-from hostile import HostilePeer
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from libp2p.utils import encode_varint_prefixed
+from net_hostile import HostilePeer
+from netfixtures import Cluster, StartMesh, identities, wait_until
 
 from emrp2p.crypto import Identity
 from emrp2p.net import NetConfig, Network

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
-from conftest import Cluster, StartMesh, identities, wait_until
+from netfixtures import Cluster, StartMesh, identities, wait_until
 
-from emrp2p.net import Network
+from emrp2p.net import Network, PortInUse
 
 
 def port_of(addr: str) -> int:
@@ -66,3 +67,12 @@ async def test_incoming_channels_close_when_the_network_stops(
             raise AssertionError("no frame was sent")
         except trio.EndOfChannel:
             pass
+
+
+async def test_a_second_node_refuses_to_share_a_port_in_use(cluster: Cluster) -> None:
+    a_id, b_id = identities(2)
+    a = await cluster.start(Network(a_id, ("127.0.0.1", 0), [a_id.public], {}))
+    port = port_of(a.listen_addrs[0])
+    with pytest.raises(PortInUse):
+        await cluster.start(Network(b_id, ("127.0.0.1", port), [b_id.public], {}))
+    assert a.listen_addrs  # the first node is untouched

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import trio
-from conftest import Cluster, StartMesh, identities, wait_until
-from hostile import HostilePeer
+from net_hostile import HostilePeer
+from netfixtures import Cluster, StartMesh, identities, wait_until
 
 from emrp2p.net import MSG_PROTOCOL, Network
 from emrp2p.net.framing import encode_frames

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import trio
-from conftest import Cluster, StartMesh, identities, wait_until
-from hostile import HostilePeer
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from net_hostile import HostilePeer
+from netfixtures import Cluster, StartMesh, identities, wait_until
 
 from emrp2p.net import MSG_PROTOCOL, NetConfig, Network
 from emrp2p.net.framing import HEADER, encode_frames
