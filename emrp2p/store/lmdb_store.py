@@ -122,6 +122,34 @@ class _Head:
     state_root: bytes
 
 
+class _Reads:
+    """Where reads go: a fresh short read transaction each, or the one pinned by ``LmdbStore.pinned``."""
+
+    __slots__ = ("env", "pinned")
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.pinned: lmdb.Transaction[bytes] | None = None
+
+    def get(self, db: Any, key: bytes) -> bytes | None:
+        value: bytes | None
+        pin = self.pinned
+        if pin is not None:
+            value = pin.get(key, db=db)
+            return value
+        with self.env.begin(db=db) as txn:
+            value = txn.get(key)
+            return value
+
+    @contextmanager
+    def txn(self) -> Iterator[lmdb.Transaction[bytes]]:
+        if self.pinned is not None:
+            yield self.pinned
+        else:
+            with self.env.begin() as txn:
+                yield txn
+
+
 class LmdbKV:
     """Committed state, read through short read transactions (one per call).
 
@@ -129,23 +157,18 @@ class LmdbKV:
     snapshot; it is closed when the iterator is exhausted or discarded.
     """
 
-    __slots__ = ("_env", "_db")
+    __slots__ = ("_reads", "_db")
 
-    def __init__(self, env: lmdb.Environment, db: Any) -> None:
-        self._env = env
+    def __init__(self, reads: _Reads, db: Any) -> None:
+        self._reads = reads
         self._db = db
 
     def get(self, key: bytes) -> bytes | None:
-        with self._env.begin(db=self._db) as txn:
-            value: bytes | None = txn.get(key)
-            return value
+        return self._reads.get(self._db, key)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        txn = self._env.begin(db=self._db)
-        try:
+        with self._reads.txn() as txn:
             yield from _prefix_items(txn, self._db, prefix)
-        finally:
-            txn.abort()
 
 
 class SnapshotKV:
@@ -229,7 +252,8 @@ class LmdbStore:
         self._roots = dbs["roots"]
         self._accepted = dbs["accepted"]
         self._meta = dbs["meta"]
-        self._state_kv = LmdbKV(self._env, self._state)
+        self._reads = _Reads(self._env)
+        self._state_kv = LmdbKV(self._reads, self._state)
         self._genesis: Genesis | None = None
         self._closed = False
 
@@ -245,10 +269,25 @@ class LmdbStore:
         with self._env.begin() as txn:
             yield SnapshotKV(txn, self._state)
 
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Every read through this store object sees one snapshot until the block exits.
+
+        For long offline reads (verify-chain) while the daemon keeps writing; the
+        daemon's file cannot reuse pages freed meanwhile, so keep it short-lived.
+        """
+        if self._reads.pinned is not None:
+            yield
+            return
+        with self._env.begin() as txn:
+            self._reads.pinned = txn
+            try:
+                yield
+            finally:
+                self._reads.pinned = None
+
     def _get(self, db: Any, key: bytes) -> bytes | None:
-        with self._env.begin(db=db) as txn:
-            value: bytes | None = txn.get(key)
-            return value
+        return self._reads.get(db, key)
 
     def _head(self) -> _Head | None:
         raw = self._get(self._meta, _K_HEAD)
@@ -301,8 +340,8 @@ class LmdbStore:
     def blocks_range(self, lo: int, hi: int) -> Iterator[bytes]:
         """Canonical bytes of committed blocks ``lo..hi`` (both inclusive), stopping at the first gap."""
         lo = max(lo, 1)
-        with self._env.begin(db=self._blocks) as txn:
-            cursor = txn.cursor()
+        with self._reads.txn() as txn:
+            cursor = txn.cursor(db=self._blocks)
             if not cursor.set_key(height_key(lo)):
                 return
             expected = lo
@@ -325,14 +364,14 @@ class LmdbStore:
         return None if raw is None else _key_height(raw)
 
     def accepted(self) -> list[Block]:
-        with self._env.begin(db=self._accepted) as txn:
-            return [decode(Block, value) for _, value in txn.cursor()]
+        with self._reads.txn() as txn:
+            return [decode(Block, value) for _, value in txn.cursor(db=self._accepted)]
 
     def hard_state(self) -> bytes | None:
         return self._get(self._meta, _K_HARD_STATE)
 
     def stats(self) -> StoreStats:
-        with self._env.begin() as txn:
+        with self._reads.txn() as txn:
             accepted = txn.stat(self._accepted)["entries"]
             state_entries = txn.stat(self._state)["entries"]
             tx_entries = txn.stat(self._tx_index)["entries"]

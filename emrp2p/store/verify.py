@@ -235,11 +235,15 @@ class _Verifier:
 
 
 def verify_chain(store: LmdbStore, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Verify the whole stored chain offline; ``progress(height, head)`` is called after each block."""
+    """Verify the whole stored chain offline; ``progress(height, head)`` is called after each block.
+
+    Reads one snapshot of the store, so a daemon may keep committing meanwhile.
+    """
     started = time.perf_counter()
     v = _Verifier(store, progress)
     try:
-        v.run()
+        with store.pinned():
+            v.run()
     except ChainInvalid as e:
         return VerifyReport(False, e.height, v.root, e.reason, v.height, v.txs, time.perf_counter() - started)
     return VerifyReport(True, v.height, v.root, "", v.height, v.txs, time.perf_counter() - started)

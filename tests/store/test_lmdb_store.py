@@ -415,3 +415,17 @@ def test_the_fast_block_encoding_is_the_canonical_encoding(genesis: Genesis, cou
     assert block.header.parent_cert is not None
     assert block_encoding(block) == encode(block)
     assert block_encoding(first.block) == encode(first.block)
+
+
+def test_pinned_reads_see_one_snapshot_until_released(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    with store.pinned():
+        commit_n(store, chain, 1)
+        assert store.committed_height() == 1
+        assert store.state.get(b"counter") == b"1"
+        assert [k for k, _ in store.state.items(b"h/")] == [b"h/00000001"]
+        assert store.block(2) is None
+        assert list(store.blocks_range(1, 5)) == [store.block_bytes(1)]
+    assert store.committed_height() == 2
+    assert store.state.get(b"counter") == b"2"

@@ -288,3 +288,17 @@ def test_the_cli_exits_two_without_a_chain_store(tmp_path: Path, capsys: pytest.
 def test_block_bytes_are_what_verify_decodes(chain: LedgerChain) -> None:
     build(chain, 1)
     assert chain.store.block_bytes(1) == encode(chain.last)
+
+
+def test_verification_reads_one_snapshot_while_blocks_keep_being_committed(chain: LedgerChain) -> None:
+    build(chain, 3)
+    root = chain.store.state_root()
+
+    def commit_meanwhile(height: int, head: int) -> None:
+        chain.extend()
+
+    report = verify_chain(chain.store, progress=commit_meanwhile)
+    assert report.ok, report.reason
+    assert (report.height, report.state_root) == (3, root)
+    assert chain.store.committed_height() == 6
+    assert verify(chain).ok
