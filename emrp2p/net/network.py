@@ -217,7 +217,7 @@ class Network:
             )
             self._pubsub.set_topic_validator(
                 cfg.gossip_topic,
-                member_validator(self._members.get, cfg.max_gossip, self._gossip_rejected),
+                member_validator(lambda p: self._members.get(p), cfg.max_gossip, self._gossip_rejected),
                 is_async_validator=False,
             )
         self.host.set_stream_handler(MSG_PROTOCOL, self._handle_msg_stream)

@@ -76,8 +76,11 @@ async def test_hundreds_of_stranger_connections_leave_members_able_to_connect(
         assert await target.incoming.receive() == (late.public, b"after the storm")
 
 
-async def test_a_removed_member_is_disconnected_and_then_refused(start_mesh: StartMesh) -> None:
+async def test_a_removed_member_is_disconnected_refused_and_its_gossip_dropped(start_mesh: StartMesh) -> None:
     a, b, c = await start_mesh(3)
+    with trio.fail_after(10):
+        for net in (a, b, c):
+            await net.wait_gossip_peers(2)
     a.set_members([a.identity.public, b.identity.public])
     await wait_until(lambda: c.identity.public not in a.connected_peers())
     # c keeps redialing a (a is still in c's peers); each attempt is refused at the handshake.
@@ -86,3 +89,13 @@ async def test_a_removed_member_is_disconnected_and_then_refused(start_mesh: Sta
     assert not a.send(c.identity.public, b"x")
     assert c.identity.public not in a.connected_peers()
     assert b.identity.public in a.connected_peers()
+
+    # b still counts c as a member and relays c's gossip; a's validator now rejects it.
+    rejected = a.stats.gossip_rejected
+    await c.publish(b"from a former member")
+    with trio.fail_after(5):
+        assert await b.gossip_incoming.receive() == (c.identity.public, b"from a former member")
+    await wait_until(lambda: a.stats.gossip_rejected > rejected)
+    await b.publish(b"from a member")
+    with trio.fail_after(5):
+        assert await a.gossip_incoming.receive() == (b.identity.public, b"from a member")
