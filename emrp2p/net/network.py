@@ -106,6 +106,7 @@ class NetStats:
     gossip_out: int = 0
     gossip_in: int = 0
     gossip_rejected: int = 0
+    gossip_late_rejected: int = 0
     gossip_dropped: int = 0
     task_errors: int = 0
 
@@ -581,7 +582,7 @@ class Network:
             except Exception:
                 origin = None
             if origin is None or len(data) > self.config.max_gossip:
-                self.stats.gossip_rejected += 1
+                self.stats.gossip_late_rejected += 1  # passed the validator; membership changed since
                 continue
             if origin == self.identity.public:
                 continue
