@@ -118,16 +118,21 @@ def build_load(count: int, senders: int, mix: bool) -> list[bytes]:
 
 
 class Timer:
+    """Wall and process CPU seconds per stage (CPU above wall means threads ran in parallel;
+    well below it, that other processes had the cores)."""
+
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
 
 
 def run(encoded: list[bytes], block_size: int, datadir: Path, timer: Timer) -> int:
@@ -221,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
     n = len(encoded)
     print(f"committed {height} blocks of up to {args.block_size} txs; store file {size / 1e6:.1f} MB")
+    print(f"  {'stage':<9} {'wall':>8} {'cpu':>8} {'tx/s':>12}")
     for name, secs in timer.stages.items():
-        print(f"  {name:<9} {secs:7.3f} s  {n / secs if secs else float('inf'):>12,.0f} tx/s")
-    print(f"  {'total':<9} {total:7.3f} s  (cpus: {os.cpu_count()})")
+        rate = n / secs if secs else float("inf")
+        print(f"  {name:<9} {secs:7.3f}s {timer.cpu[name]:7.3f}s {rate:>12,.0f}")
+    print(f"  {'total':<9} {total:7.3f}s  (cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f})")
     if profiler is not None:
         stats = pstats.Stats(profiler, stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(25)
