@@ -149,7 +149,8 @@ class _BlockRun:
         self.base = base
         self.ctx = ctx
         self.writes: dict[bytes, bytes | None] = {}
-        self.nonces: dict[bytes, int] = {}
+        self.nonces: dict[bytes, tuple[bytes, int]] = {}
+        """Per sender: raw nonce key, next nonce; written once at the end of the block."""
         self.handlers = ledger.handlers
         self.static_checks = ledger.static_checks
         members = get_members(base)
@@ -170,9 +171,13 @@ class _BlockRun:
 
     def apply(self, tx: Tx) -> None:
         sender = tx.sender
-        expected = self.nonces.get(sender)
-        if expected is None:
-            expected = get_nonce(self.base, sender)
+        known = self.nonces.get(sender)
+        if known is None:
+            raw = merkle.raw_key(nonce_key(sender))
+            stored = self.base.get(raw)
+            expected = 0 if stored is None else int.from_bytes(stored, "big")
+        else:
+            raw, expected = known
         if tx.nonce != expected:
             raise BadNonce(f"nonce {tx.nonce}, expected {expected}")
         payload = tx.payload
@@ -186,13 +191,12 @@ class _BlockRun:
             txs = TxState(self, tx)
             handler(txs, payload)
             self.writes.update(txs.journal)
-        self.nonces[sender] = expected + 1
+        self.nonces[sender] = (raw, expected + 1)
 
     def finish(self) -> StateDelta:
         writes = self.writes
-        raw_key = merkle.raw_key
-        for sender, n in self.nonces.items():
-            writes[raw_key(nonce_key(sender))] = n.to_bytes(8, "big")
+        for raw, n in self.nonces.values():
+            writes[raw] = n.to_bytes(8, "big")
         root = merkle.commit(self.base, writes)
         return StateDelta(writes, root)
 

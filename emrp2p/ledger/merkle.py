@@ -1,15 +1,19 @@
-"""The state commitment: a fixed-depth Merkle tree over 2^16 hash buckets, with proofs.
+"""The state commitment: a 16-ary Merkle tree over 2^16 hash buckets, with proofs.
 
 Every logical state key ``k`` lives in bucket ``sha256(k)[:2]`` and is stored
 under the raw key ``b"s" + bucket + k``. A bucket's hash covers its sorted,
-length-prefixed (key, value) pairs; the tree of bucket hashes is binary and
-heap-indexed (root 1, bucket ``b`` at ``2^16 + b``), and its non-default nodes
-are kept in the state itself under ``b"m" + index`` so that a block only
-rehashes the buckets it touched and their paths to the root. Empty subtrees
-hash to precomputed defaults, so an empty state has a fixed root.
+length-prefixed (key, value) pairs. Above the buckets sit four levels of
+16-ary nodes; each node is stored in the state itself, under
+``b"m" + level + index``, as the 16 child hashes it commits to (512 bytes),
+and its hash is ``sha256(0x01 + those 512 bytes)``. The root is the hash of
+the level-0 node. A block therefore reads and rewrites one node per touched
+subtree and level (about 4,400 at most, far fewer than a binary tree's
+per-level siblings), and rehashes only the buckets it touched. Nodes that
+commit to nothing but empty subtrees are not stored, so an empty state has a
+fixed root and no node keys.
 
-A proof for one key is its whole bucket plus the 16 sibling hashes on the path:
-it shows presence with a value, or absence, against a state root that a
+A proof for one key is its whole bucket plus the four nodes on its path: it
+shows presence with a value, or absence, against a state root that a
 certified block header carries.
 """
 
@@ -22,7 +26,7 @@ from emrp2p.codec import Limits, wire
 from emrp2p.store.api import KV
 
 __all__ = [
-    "DEPTH",
+    "LEVELS",
     "BUCKETS",
     "EMPTY_ROOT",
     "ProofEntry",
@@ -36,8 +40,12 @@ __all__ = [
     "verify_proof",
 ]
 
-DEPTH = 16
-BUCKETS = 1 << DEPTH
+FANOUT_BITS = 4
+FANOUT = 1 << FANOUT_BITS
+LEVELS = 4
+BUCKETS = FANOUT**LEVELS
+HASH_LEN = 32
+NODE_LEN = FANOUT * HASH_LEN
 STATE_PREFIX = b"s"
 NODE_PREFIX = b"m"
 LEAF = b"\x00"
@@ -46,17 +54,22 @@ NODE = b"\x01"
 _sha256 = hashlib.sha256
 
 
-def _default_hashes() -> tuple[bytes, ...]:
-    """``out[d]`` is the hash of an empty subtree whose root sits at depth ``d``."""
-    out = [b""] * (DEPTH + 1)
-    out[DEPTH] = _sha256(LEAF).digest()
-    for d in range(DEPTH - 1, -1, -1):
-        out[d] = _sha256(NODE + out[d + 1] + out[d + 1]).digest()
-    return tuple(out)
+def _defaults() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Per level: the stored form of an empty node, and the hash of an empty subtree rooted there.
+
+    Level ``LEVELS`` is the buckets themselves (no stored node).
+    """
+    hashes = [b""] * (LEVELS + 1)
+    blobs = [b""] * LEVELS
+    hashes[LEVELS] = _sha256(LEAF).digest()
+    for level in range(LEVELS - 1, -1, -1):
+        blobs[level] = hashes[level + 1] * FANOUT
+        hashes[level] = _sha256(NODE + blobs[level]).digest()
+    return tuple(blobs), tuple(hashes)
 
 
-DEFAULTS = _default_hashes()
-EMPTY_ROOT = DEFAULTS[0]
+EMPTY_NODES, EMPTY_HASHES = _defaults()
+EMPTY_ROOT = EMPTY_HASHES[0]
 
 
 def bucket_of(key: bytes) -> int:
@@ -68,34 +81,35 @@ def raw_key(key: bytes) -> bytes:
     return STATE_PREFIX + _sha256(key).digest()[:2] + key
 
 
-def node_key(index: int) -> bytes:
-    return NODE_PREFIX + index.to_bytes(4, "big")
+def node_key(level: int, index: int) -> bytes:
+    return NODE_PREFIX + bytes([level]) + index.to_bytes(2, "big")
 
 
-_NODE_KEYS = [node_key(i) for i in range(2 * BUCKETS)]
+ROOT_KEY = node_key(0, 0)
 
 
 def bucket_hash(entries: list[tuple[bytes, bytes]]) -> bytes:
     """Hash of one bucket's (logical key, value) pairs, which must be sorted by key."""
-    h = _sha256(LEAF)
+    parts = [LEAF]
     for k, v in entries:
-        h.update(len(k).to_bytes(4, "big"))
-        h.update(k)
-        h.update(len(v).to_bytes(4, "big"))
-        h.update(v)
-    return h.digest()
+        parts += (len(k).to_bytes(4, "big"), k, len(v).to_bytes(4, "big"), v)
+    return _sha256(b"".join(parts)).digest()
+
+
+def node_hash(node: bytes) -> bytes:
+    return _sha256(NODE + node).digest()
 
 
 def state_root(state: KV) -> bytes:
-    root = state.get(node_key(1))
-    return EMPTY_ROOT if root is None else root
+    root = state.get(ROOT_KEY)
+    return EMPTY_ROOT if root is None else node_hash(root)
 
 
 def commit(base: KV, writes: dict[bytes, bytes | None]) -> bytes:
     """Extend ``writes`` (raw keys over ``base``) with the tree nodes they change; return the new root.
 
-    Only ``b"s"`` keys in ``writes`` count as state; node keys already present
-    are overwritten.
+    Only ``b"s"`` keys in ``writes`` count as state; node keys already in
+    ``writes`` are overwritten.
     """
     touched: dict[bytes, dict[bytes, bytes | None]] = {}
     for raw, value in writes.items():
@@ -116,32 +130,32 @@ def commit(base: KV, writes: dict[bytes, bytes | None]) -> bytes:
                 entries.pop(raw, None)
             else:
                 entries[raw] = value
-        level[BUCKETS + int.from_bytes(b, "big")] = bucket_hash(
-            [(k[3:], entries[k]) for k in sorted(entries)]
-        )
+        level[int.from_bytes(b, "big")] = bucket_hash([(k[3:], entries[k]) for k in sorted(entries)])
 
     get = base.get
-    keys = _NODE_KEYS
-    sha = _sha256
-    for depth in range(DEPTH, 0, -1):
-        default = DEFAULTS[depth]
-        parents: dict[int, bytes] = {}
+    for depth in range(LEVELS - 1, -1, -1):
+        empty = EMPTY_NODES[depth]
+        prefix = NODE_PREFIX + bytes([depth])
+        children: dict[int, list[tuple[int, bytes]]] = {}
         for index, h in level.items():
-            writes[keys[index]] = None if h == default else h
-            if index & 1:
-                if index - 1 in level:
-                    continue
-                left = get(keys[index - 1]) or default
-                parents[index >> 1] = sha(NODE + left + h).digest()
+            parent = index >> FANOUT_BITS
+            slot = (index & (FANOUT - 1)) * HASH_LEN
+            group2 = children.get(parent)
+            if group2 is None:
+                children[parent] = [(slot, h)]
             else:
-                right = level.get(index + 1)
-                if right is None:
-                    right = get(keys[index + 1]) or default
-                parents[index >> 1] = sha(NODE + h + right).digest()
+                group2.append((slot, h))
+        parents: dict[int, bytes] = {}
+        for parent, slots in children.items():
+            key = prefix + parent.to_bytes(2, "big")
+            node = bytearray(get(key) or empty)
+            for slot, h in slots:
+                node[slot : slot + HASH_LEN] = h
+            blob = bytes(node)
+            writes[key] = None if blob == empty else blob
+            parents[parent] = _sha256(NODE + blob).digest()
         level = parents
-    root = level[1]
-    writes[_NODE_KEYS[1]] = None if root == EMPTY_ROOT else root
-    return root
+    return level[0]
 
 
 @wire(300)
@@ -154,11 +168,11 @@ class ProofEntry:
 @wire(301)
 @dataclass(frozen=True)
 class StateProof:
-    """Membership or absence of one key: its bucket's entries and the sibling hashes, leaf first."""
+    """Membership or absence of one key: its bucket's entries and the nodes on its path, lowest first."""
 
     bucket: int = field(metadata={"limits": Limits(min_value=0, max_value=BUCKETS - 1)})
     entries: tuple[ProofEntry, ...]
-    siblings: tuple[bytes, ...] = field(metadata={"limits": Limits(exact_len=32, max_len=DEPTH)})
+    nodes: tuple[bytes, ...] = field(metadata={"limits": Limits(exact_len=NODE_LEN, max_len=LEVELS)})
 
 
 def prove(state: KV, key: bytes) -> StateProof:
@@ -166,18 +180,18 @@ def prove(state: KV, key: bytes) -> StateProof:
     b = bucket_of(key)
     prefix = STATE_PREFIX + b.to_bytes(2, "big")
     entries = tuple(ProofEntry(raw[3:], value) for raw, value in state.items(prefix))
-    siblings = []
-    index = BUCKETS + b
-    for depth in range(DEPTH, 0, -1):
-        sib = state.get(node_key(index ^ 1))
-        siblings.append(DEFAULTS[depth] if sib is None else sib)
-        index >>= 1
-    return StateProof(b, entries, tuple(siblings))
+    nodes = []
+    index = b
+    for depth in range(LEVELS - 1, -1, -1):
+        index >>= FANOUT_BITS
+        node = state.get(node_key(depth, index))
+        nodes.append(EMPTY_NODES[depth] if node is None else node)
+    return StateProof(b, entries, tuple(nodes))
 
 
 def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: StateProof) -> bool:
     """True if ``proof`` shows that under ``root`` the logical ``key`` holds ``value`` (``None``: absent)."""
-    if proof.bucket != bucket_of(key) or len(proof.siblings) != DEPTH:
+    if proof.bucket != bucket_of(key) or len(proof.nodes) != LEVELS:
         return False
     found: bytes | None = None
     previous: bytes | None = None
@@ -192,8 +206,11 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: StateProof
     if found != value:
         return False
     h = bucket_hash([(e.key, e.value) for e in proof.entries])
-    index = BUCKETS + proof.bucket
-    for sib in proof.siblings:
-        h = _sha256(NODE + h + sib).digest() if index & 1 == 0 else _sha256(NODE + sib + h).digest()
-        index >>= 1
+    index = proof.bucket
+    for node in proof.nodes:
+        slot = (index & (FANOUT - 1)) * HASH_LEN
+        if len(node) != NODE_LEN or node[slot : slot + HASH_LEN] != h:
+            return False
+        h = node_hash(node)
+        index >>= FANOUT_BITS
     return h == root

@@ -76,10 +76,13 @@ def test_tampered_proofs_fail() -> None:
     key = b"k7"
     proof = prove(kv, key)
     assert verify_proof(root, key, b"v7", proof)
-    sib = list(proof.siblings)
-    sib[3] = bytes(32)
-    assert not verify_proof(root, key, b"v7", dataclasses.replace(proof, siblings=tuple(sib)))
-    assert not verify_proof(root, key, b"v7", dataclasses.replace(proof, siblings=proof.siblings[:-1]))
+    for level in range(merkle.LEVELS):
+        for offset in (0, 511):  # a sibling hash, and (for some levels) our own slot
+            nodes = [bytearray(n) for n in proof.nodes]
+            nodes[level][offset] ^= 1
+            forged = dataclasses.replace(proof, nodes=tuple(bytes(n) for n in nodes))
+            assert not verify_proof(root, key, b"v7", forged)
+    assert not verify_proof(root, key, b"v7", dataclasses.replace(proof, nodes=proof.nodes[:-1]))
     assert not verify_proof(
         root, key, b"v7", dataclasses.replace(proof, bucket=(proof.bucket + 1) % merkle.BUCKETS)
     )
