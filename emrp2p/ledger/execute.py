@@ -32,6 +32,7 @@ from emrp2p.ledger.state import (
     MEMBERS_KEY,
     SCHEDULE_KEY,
     MemberList,
+    MemoryKV,
     Schedule,
     ScheduledChange,
     get_members,
@@ -232,8 +233,6 @@ class Ledger:
         writes: dict[bytes, bytes | None] = {
             merkle.raw_key(MEMBERS_KEY): encode(MemberList(self.genesis.members)),
         }
-        from emrp2p.ledger.state import MemoryKV
-
         root = merkle.commit(MemoryKV(), writes)
         return StateDelta(writes, root)
 

@@ -120,3 +120,27 @@ def test_pipelined_blocks_over_an_overlay_match_sequential_execution(chain: Chai
     committed.apply(d1.writes)
     d2 = chain.ledger.execute(committed, ctx2, b2)
     assert d2.root == d2_pipelined.root and d2.writes == d2_pipelined.writes
+
+
+def test_check_tx_refuses_malformed_payloads_before_any_state_is_read(chain: Chain) -> None:
+    from emrp2p.ledger.errors import InvalidPayload
+    from emrp2p.ledger.types import RegisterRecord
+
+    hospital = Identity.from_test_name("hospital-0")
+    bad = RegisterRecord(b"r" * 16, b"p" * 32, "not-a-type", b"h" * 32, 0)
+    try:
+        chain.ledger.check_tx(chain.sign(hospital, bad))
+    except InvalidPayload as e:
+        assert e.code == "invalid_payload"
+    else:
+        raise AssertionError("check_tx accepted an invalid resource type")
+
+
+def test_every_error_has_its_own_stable_code() -> None:
+    from emrp2p.ledger import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.LedgerError)]
+    codes = [c.code for c in classes]
+    assert len(set(codes)) == len(codes)
+    assert errors.ERROR_CODES["bad_nonce"] is errors.BadNonce
+    assert set(errors.ERROR_CODES.values()) == set(classes)
