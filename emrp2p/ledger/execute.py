@@ -144,6 +144,8 @@ StaticCheck = Callable[[Any], None]
 
 
 class _BlockRun:
+    """One block being executed: the membership in force, the writes so far, each sender's next nonce."""
+
     __slots__ = ("base", "ctx", "writes", "nonces", "member_map", "validators", "handlers", "static_checks")
 
     def __init__(self, ledger: Ledger, base: KV, ctx: BlockContext) -> None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 from ledger_chain import BLOCK_MS, T0, Chain, new_id
-from test_records import GUARDIAN, PATIENT, STRANGER, record, registered
+from test_ledger_records import GUARDIAN, PATIENT, STRANGER, record, registered
 
 from emrp2p.crypto import Identity
 from emrp2p.ledger.errors import (

@@ -8,7 +8,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger_chain import Chain, new_id
-from test_records import PATIENT, record, registered
+from test_ledger_records import PATIENT, record, registered
 
 from emrp2p.codec import decode, encode
 from emrp2p.crypto import Identity

@@ -6,7 +6,7 @@ import os
 import random
 
 from ledger_chain import Chain, new_id
-from test_records import GUARDIAN, PATIENT
+from test_ledger_records import GUARDIAN, PATIENT
 
 from emrp2p.codec import decode, encode
 from emrp2p.crypto import Identity
