@@ -811,6 +811,7 @@ class Core:
             if delta is None or delta.root != block.header.state_root:
                 self._truncate(len(self._accepted))
                 return
+            self.evidence_log.proposal(block)
             self._accepted.append(_Entry(block, delta, membership_at(self.ledger, state, block.height)[0]))
 
     # ------------------------------------------------------------------ committing

@@ -1,0 +1,201 @@
+"""Unit tests of the ordering core's rules, driving ``Core`` objects by hand (no simulator)."""
+
+from __future__ import annotations
+
+import pytest
+
+from emrp2p.consensus import (
+    BlockVote,
+    Config,
+    Core,
+    EvidenceFound,
+    Head,
+    Message,
+    ProposalEquivocation,
+    Propose,
+    Role,
+    SubmitStatus,
+    TermVote,
+    TxState,
+)
+from emrp2p.consensus.certs import certificate_ok
+from emrp2p.crypto import Identity
+from emrp2p.ledger.execute import BlockContext, Ledger
+from emrp2p.ledger.types import (
+    Block,
+    BlockHeader,
+    Certificate,
+    Genesis,
+    Member,
+    Noop,
+    Signature,
+    make_certificate,
+    sign_block,
+    sign_tx,
+    sign_vote,
+    tx_root,
+)
+from emrp2p.store.memory import MemoryStore
+
+CFG = Config()
+NAMES = ["a", "b", "c"]
+
+
+class Net:
+    """Three validators wired by hand: each node's ready() is persisted and its messages collected."""
+
+    def __init__(self) -> None:
+        self.ids = {name: Identity.from_test_name(f"rules-{name}") for name in NAMES}
+        self.genesis = Genesis("rules", 0, tuple(Member(i.public, n) for n, i in self.ids.items()))
+        self.ledger = Ledger(self.genesis)
+        self.stores = {n: MemoryStore() for n in NAMES}
+        for store in self.stores.values():
+            store.init_genesis(self.genesis, self.ledger.genesis_state())
+        self.cores = {n: self.start(n) for n in NAMES}
+        self.outbox: dict[str, list[tuple[bytes, Message]]] = {n: [] for n in NAMES}
+
+    def start(self, name: str) -> Core:
+        return Core(self.ids[name], self.ledger, self.stores[name], CFG, 0)
+
+    def restart(self, name: str) -> Core:
+        self.cores[name] = self.start(name)
+        self.flush(name)
+        return self.cores[name]
+
+    def flush(self, name: str) -> list[tuple[bytes, Message]]:
+        core = self.cores[name]
+        sent: list[tuple[bytes, Message]] = []
+        while core.has_ready():
+            rd = core.ready()
+            self.stores[name].write(rd.write)
+            sent.extend(rd.messages)
+            core.advance(rd)
+        self.outbox[name].extend(sent)
+        return sent
+
+    def name_of(self, key: bytes) -> str:
+        return next(n for n, i in self.ids.items() if i.public == key)
+
+    def leader_name(self, term: int) -> str:
+        return self.name_of(self.cores["a"].leader_of(term))
+
+    def block(self, proposer: str, term: int, height: int, parent: bytes, ts: int) -> Block:
+        ident = self.ids[proposer]
+        state = self.stores[proposer].state
+        delta = self.ledger.execute(state, BlockContext(height, ts, ident.public), ())
+        header = BlockHeader(
+            self.genesis.chain_id, height, term, parent, ident.public, ts, tx_root(()), delta.root, 0
+        )
+        return sign_block(ident, header, ())
+
+
+def votes_in(messages: list[tuple[bytes, Message]]) -> list[BlockVote]:
+    return [m for _, m in messages if isinstance(m, BlockVote)]
+
+
+def test_a_follower_votes_once_per_term_and_height_even_after_a_restart() -> None:
+    net = Net()
+    leader = net.leader_name(0)
+    follower = next(n for n in NAMES if n != leader)
+    chain_id = net.genesis.chain_id
+    first = net.block(leader, 0, 1, chain_id, ts=10)
+    second = net.block(leader, 0, 1, chain_id, ts=11)  # an equivocating leader: same slot, other block
+    assert first.block_hash != second.block_hash
+
+    net.cores[follower].step(net.ids[leader].public, Propose(0, first))
+    assert [v.vote.block_hash for v in votes_in(net.flush(follower))] == [first.block_hash]
+
+    core = net.restart(follower)
+    core.step(net.ids[leader].public, Propose(0, second))
+    rd = core.ready()
+    assert votes_in(rd.messages) == []
+    assert any(
+        isinstance(e, EvidenceFound) and isinstance(e.evidence, ProposalEquivocation) for e in rd.events
+    )
+
+    # The same block again is fine: the same vote, re-sent.
+    core.step(net.ids[leader].public, Propose(0, first))
+    assert [v.vote.block_hash for v in votes_in(core.ready().messages)] == [first.block_hash]
+
+
+def test_a_candidate_counts_a_term_vote_only_from_a_node_no_more_up_to_date_than_itself() -> None:
+    net = Net()
+    term = 3
+    cand = net.leader_name(term)
+    ahead, behind = (n for n in NAMES if n != cand)
+    core = net.cores[cand]
+    core.step(net.ids[ahead].public, TermVote(term, Head(2, 5, b"\x01" * 32), 0))
+    assert core.term == term and core.role is Role.CANDIDATE  # the ahead node's vote is not a grant
+    core.step(net.ids[behind].public, TermVote(term, Head(0, 0, net.genesis.chain_id), 0))
+    assert core.role is Role.LEADER
+
+
+def test_a_candidate_behind_a_majority_is_never_established() -> None:
+    net = Net()
+    term = 4
+    cand = net.leader_name(term)
+    core = net.cores[cand]
+    for other in (n for n in NAMES if n != cand):
+        core.step(net.ids[other].public, TermVote(term, Head(1, 1, b"\x02" * 32), 0))
+    assert core.role is Role.CANDIDATE
+    core.tick(CFG.election_timeout_ms + 1)
+    assert core.term == term + 1  # gave up: the next term's leader takes over
+
+
+def _cert(net: Net, signers: list[str], block_hash: bytes, term: int = 0, height: int = 1) -> Certificate:
+    votes = [sign_vote(net.ids[n], net.genesis.chain_id, term, height, block_hash) for n in signers]
+    return make_certificate(votes)
+
+
+def test_certificate_validation_accepts_a_majority_and_rejects_forgeries() -> None:
+    net = Net()
+    chain_id = net.genesis.chain_id
+    vals = net.genesis.validators
+    h = b"\x07" * 32
+    good = _cert(net, ["a", "b"], h)
+    assert certificate_ok(good, chain_id, vals, h, 0)
+
+    forged = Certificate(0, 1, h, (good.signatures[0], Signature(good.signatures[1].signer, b"\x00" * 64)))
+    assert not certificate_ok(forged, chain_id, vals, h, 0)
+
+    dup = Certificate(0, 1, h, (good.signatures[0], good.signatures[0]))
+    assert not certificate_ok(dup, chain_id, vals, h, 0)
+
+    outsider = Identity.from_test_name("outsider")
+    stranger_vote = sign_vote(outsider, chain_id, 0, 1, h)
+    with_stranger = make_certificate([*_cert(net, ["a"], h).votes(), stranger_vote])
+    assert not certificate_ok(with_stranger, chain_id, vals, h, 0)
+
+    assert not certificate_ok(_cert(net, ["a"], h), chain_id, vals, h, 0)  # a minority
+    assert not certificate_ok(good, chain_id, vals, b"\x08" * 32, 0)  # another block
+    assert not certificate_ok(good, chain_id, vals, h, 1)  # votes not cast in the block's term
+    other_chain = _cert(net, ["a", "b"], h)
+    assert not certificate_ok(other_chain, b"\x09" * 32, vals, h, 0)
+
+
+def test_submit_reports_invalid_duplicate_and_busy_and_tracks_status() -> None:
+    net = Net()
+    core = Core(net.ids["a"], net.ledger, net.stores["a"], Config(max_pending=2), 0)
+    client = Identity.from_test_name("client")
+    chain_id = net.genesis.chain_id
+    txs = [sign_tx(client, chain_id, n, Noop(b"x")) for n in range(3)]
+    bad = sign_tx(client, b"\x00" * 32, 0, Noop(b"y"))  # signed for another chain
+    results = core.submit([txs[0], txs[0], bad, txs[1], txs[2]])
+    assert [r.status for r in results] == [
+        SubmitStatus.ACCEPTED,
+        SubmitStatus.DUPLICATE,
+        SubmitStatus.INVALID,
+        SubmitStatus.ACCEPTED,
+        SubmitStatus.BUSY,
+    ]
+    assert results[2].code == "invalid_signature"
+    assert core.tx_status(txs[0].tx_id).state is TxState.PENDING
+    assert core.tx_status(txs[2].tx_id).state is TxState.UNKNOWN
+
+
+def test_a_store_without_genesis_is_refused() -> None:
+    net = Net()
+    from emrp2p.consensus import CoreNotInitialised
+
+    with pytest.raises(CoreNotInitialised):
+        Core(net.ids["a"], net.ledger, MemoryStore(), CFG, 0)
