@@ -85,6 +85,18 @@ def apply_changes(
     return tuple(out), refused
 
 
+_decoded: dict[bytes, object] = {}
+"""State entries by their canonical encoding: entries are immutable, so a block
+that writes a record and later reads it (or the next block) skips decoding."""
+_DECODED_MAX = 1 << 16
+
+
+def _remember(raw: bytes, entry: object) -> None:
+    if len(_decoded) >= _DECODED_MAX:
+        _decoded.clear()
+    _decoded[raw] = entry
+
+
 class TxState:
     """A contract's view while it executes one transaction.
 
@@ -112,10 +124,19 @@ class TxState:
 
     def read(self, key: bytes, cls: type[E]) -> E | None:
         raw = self.get(key)
-        return None if raw is None else decode(cls, raw)
+        if raw is None:
+            return None
+        cached = _decoded.get(raw)
+        if type(cached) is cls:
+            return cached  # type: ignore[return-value]
+        entry = decode(cls, raw)
+        _remember(raw, entry)
+        return entry
 
     def write(self, key: bytes, entry: Any) -> None:
-        self.put(key, encode(entry))
+        raw = encode(entry)
+        _remember(raw, entry)
+        self.put(key, raw)
 
     def read_int(self, key: bytes) -> int:
         raw = self.get(key)
