@@ -359,7 +359,7 @@ class Cluster:
     def _record_sent(self, msg: Message) -> None:
         if isinstance(msg, BlockVote):
             self._record_vote(msg.vote)
-        elif isinstance(msg, CommitNotice) or isinstance(msg, Heartbeat) and msg.cert is not None:
+        elif isinstance(msg, (CommitNotice, Heartbeat)) and msg.cert is not None:
             self._record_cert(msg.cert)
 
     def _record_vote(self, v: Vote) -> None:

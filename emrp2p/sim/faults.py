@@ -4,6 +4,7 @@ before a quiet tail in which liveness is checked."""
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from emrp2p.sim.cluster import Cluster
 from emrp2p.sim.network import LinkProfile
@@ -40,39 +41,39 @@ def schedule_faults(cluster: Cluster, rng: random.Random, start_ms: float, end_m
         stop = min(t + length, end_ms)
         i = rng.randrange(n)
         if kind == "crash":
-            cluster.at(t, lambda i=i: cluster.crash(i), f"fault crash n{i}")
-            cluster.at(stop, lambda i=i: cluster.restart(i), f"heal restart n{i}")
+            cluster.at(t, partial(cluster.crash, i), f"fault crash n{i}")
+            cluster.at(stop, partial(cluster.restart, i), f"heal restart n{i}")
         elif kind == "leader":
             # Crash whoever leads right now (often right after it proposed).
             def crash_leader(stop: float = stop) -> None:
                 for j in cluster.leaders():
                     cluster.crash(j)
-                    cluster.at(stop, lambda j=j: cluster.restart(j), f"heal restart n{j}")
+                    cluster.at(stop, partial(cluster.restart, j), f"heal restart n{j}")
 
             cluster.at(t, crash_leader, "fault crash leader")
         elif kind == "pause":
-            cluster.at(t, lambda i=i: cluster.pause(i), f"fault pause n{i}")
-            cluster.at(stop, lambda i=i: cluster.resume(i), f"heal resume n{i}")
+            cluster.at(t, partial(cluster.pause, i), f"fault pause n{i}")
+            cluster.at(stop, partial(cluster.resume, i), f"heal resume n{i}")
         elif kind == "partition":
             members = list(range(n))
             rng.shuffle(members)
             cut = rng.randint(1, max(1, validators // 2 + rng.randint(0, 1)))
             groups = [set(members[:cut]), set(members[cut:])]
-            cluster.at(t, lambda g=groups: cluster.partition(g), "fault partition")
+            cluster.at(t, partial(cluster.partition, groups), "fault partition")
             cluster.at(stop, cluster.heal, "heal network")
         elif kind == "cut":
             j = rng.randrange(n)
             if j != i:
-                cluster.at(t, lambda i=i, j=j: cluster.cut(i, j), f"fault cut n{i}->n{j}")
+                cluster.at(t, partial(cluster.cut, i, j), f"fault cut n{i}->n{j}")
                 cluster.at(stop, cluster.heal, "heal network")
         elif kind == "skew":
             delta = rng.choice([-1, 1]) * rng.randint(100, 4000)
-            cluster.at(t, lambda i=i, d=delta: cluster.skew(i, d), f"fault clock n{i}")
-            cluster.at(stop, lambda i=i, d=delta: cluster.skew(i, -d), f"heal clock n{i}")
+            cluster.at(t, partial(cluster.skew, i, delta), f"fault clock n{i}")
+            cluster.at(stop, partial(cluster.skew, i, -delta), f"heal clock n{i}")
         elif kind == "disk":
             ms = rng.randint(5, 120)
-            cluster.at(t, lambda i=i, ms=ms: cluster.slow_disk(i, ms), f"fault slow disk n{i}")
-            cluster.at(stop, lambda i=i: cluster.slow_disk(i, 0), f"heal disk n{i}")
+            cluster.at(t, partial(cluster.slow_disk, i, ms), f"fault slow disk n{i}")
+            cluster.at(stop, partial(cluster.slow_disk, i, 0), f"heal disk n{i}")
         t += rng.expovariate(1 / 1500)
 
     def heal_all() -> None:
