@@ -10,7 +10,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from emrp2p.consensus import Config, Role
+import pytest
+
+from emrp2p.consensus import Config, Message, Role, SyncResponse
 from emrp2p.ledger.types import Action, ApproveMembership, ProposeMembership
 from emrp2p.ledger.types import Role as MemberRole
 from emrp2p.sim.checks import check_safety
@@ -216,4 +218,26 @@ def test_membership_add_and_remove_under_load() -> None:
     assert gone not in c.nodes[0].core.validators()  # type: ignore[union-attr]
     c.run_until(c.now + 3000)
     assert len(set(c.heights()[:3] + c.heights()[4:])) == 1
+    assert_safe(c)
+
+
+@pytest.mark.slow
+def test_a_node_back_from_a_long_outage_syncs_more_than_a_thousand_blocks_in_batches() -> None:
+    fast = Config(heartbeat_ms=100, election_timeout_ms=800, min_block_interval_ms=0, sync_batch_blocks=256)
+    c = Cluster(4, 3, config=fast, link=LinkProfile(base_ms=1, jitter_ms=1))
+    c.run_until(1000)
+    c.crash(3)
+    c.client_load(200, c.now + 20_000)
+    run_until(c, lambda: c.max_height() > 1200, 40_000, 500)
+    responses: list[int] = []
+    original = c._send_batch
+
+    def counting(i: int, incarnation: int, messages: list[tuple[bytes, Message]]) -> None:
+        responses.extend(len(m.blocks) for _, m in messages if isinstance(m, SyncResponse))
+        original(i, incarnation, messages)
+
+    c._send_batch = counting  # type: ignore[method-assign]
+    c.restart(3)
+    run_until(c, lambda: c.nodes[3].store.committed_height() >= c.max_height() - 1, 10_000, 50)
+    assert sum(responses) >= 1200 and max(responses) <= 2 * 256 and len(responses) >= 5
     assert_safe(c)
