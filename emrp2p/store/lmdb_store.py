@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -123,13 +124,26 @@ class _Head:
 
 
 class _Reads:
-    """Where reads go: a fresh short read transaction each, or the one pinned by ``LmdbStore.pinned``."""
+    """Where reads go: a fresh short read transaction each, or the one pinned by ``LmdbStore.pinned``.
 
-    __slots__ = ("env", "pinned")
+    The pin is per thread: verify-chain pinning a snapshot in a worker thread
+    must not freeze what the daemon's own loop reads meanwhile.
+    """
+
+    __slots__ = ("env", "_local")
 
     def __init__(self, env: lmdb.Environment) -> None:
         self.env = env
-        self.pinned: lmdb.Transaction[bytes] | None = None
+        self._local = threading.local()
+
+    @property
+    def pinned(self) -> lmdb.Transaction[bytes] | None:
+        pin: lmdb.Transaction[bytes] | None = getattr(self._local, "txn", None)
+        return pin
+
+    @pinned.setter
+    def pinned(self, txn: lmdb.Transaction[bytes] | None) -> None:
+        self._local.txn = txn
 
     def get(self, db: Any, key: bytes) -> bytes | None:
         value: bytes | None
@@ -143,8 +157,9 @@ class _Reads:
 
     @contextmanager
     def txn(self) -> Iterator[lmdb.Transaction[bytes]]:
-        if self.pinned is not None:
-            yield self.pinned
+        pin = self.pinned
+        if pin is not None:
+            yield pin
         else:
             with self.env.begin() as txn:
                 yield txn
