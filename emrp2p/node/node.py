@@ -1,0 +1,342 @@
+"""One node: owns the nursery and drives the sans-IO consensus core over libp2p.
+
+A single task (the *core loop*) owns the ``Core``. Everything that touches it —
+peer messages, ticks, local submissions — arrives through one inbox, so the
+loop can take all that is waiting, step the core with each, and then carry out
+the resulting ``Ready`` once: persist (one LMDB write in a worker thread, so a
+batch of votes and commits costs one fsync), send, apply. That order is the
+core's contract; acknowledgements to local apps ("committed") are given only
+after the write is durable.
+
+Signature checks are kept off the loop's critical path: messages and
+submissions carrying signed transactions are pre-verified in a worker thread
+(libsodium releases the GIL) before they reach the inbox, which fills the
+process-wide verified-signature cache that the core then hits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from emrp2p.codec import CodecError, decode, encode
+from emrp2p.consensus import (
+    CommitNotice,
+    Config,
+    Core,
+    EvidenceFound,
+    ForwardTxs,
+    LeaderChanged,
+    Message,
+    Propose,
+    SubmitResult,
+    SubmitStatus,
+    SyncResponse,
+    TxExpired,
+    TxRejected,
+)
+from emrp2p.consensus.core import Event
+from emrp2p.crypto import Identity, verify_many
+from emrp2p.ledger.execute import Ledger
+from emrp2p.ledger.types import Block, Genesis, Tx
+from emrp2p.node.metrics import NodeMetrics, serve_metrics
+from emrp2p.rpc.events import EventBus
+from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore
+
+log = structlog.get_logger("emrp2p.node")
+
+__all__ = ["Node", "NodeSettings"]
+
+
+@dataclass
+class NodeSettings:
+    """What one node needs to run; the daemon builds it from the TOML config."""
+
+    identity: Identity
+    genesis: Genesis
+    datadir: Path
+    listen: tuple[str, int]
+    peers: dict[bytes, str]
+    name: str = "node"
+    consensus: Config = field(default_factory=Config)
+    net: Any = None
+    """An ``emrp2p.net.NetConfig`` (kept untyped here so that importing this module stays light)."""
+    rpc_socket: Path | None = None
+    rpc_mode: int | None = None
+    rpc_group: str | None = None
+    metrics_listen: tuple[str, int] | None = None
+    tick_ms: int = 20
+    max_batch: int = 512
+    """At most this many inbox items are stepped before one Ready is carried out."""
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    height: int | None = None
+    code: str | None = None
+    state: str = "pending"
+
+
+def _signed_txs(msg: Message) -> Sequence[Tx]:
+    if isinstance(msg, ForwardTxs):
+        return msg.txs
+    if isinstance(msg, Propose):
+        return msg.block.txs
+    if isinstance(msg, SyncResponse):
+        return [tx for b in msg.blocks for tx in b.txs]
+    return ()
+
+
+class Node:
+    def __init__(self, settings: NodeSettings) -> None:
+        from emrp2p.net import NetConfig, Network
+
+        self.settings = s = settings
+        self.identity = s.identity
+        self.genesis = s.genesis
+        self.ledger = Ledger(s.genesis)
+        self.chain_id = self.ledger.chain_id
+        s.datadir.mkdir(parents=True, exist_ok=True)
+        self.store = LmdbStore(s.datadir / CHAIN_DIR)
+        if self.store.genesis() is None:
+            self.store.init_genesis(s.genesis, self.ledger.genesis_state())
+        elif self.store.genesis() != s.genesis:
+            self.store.close()
+            raise ValueError(f"datadir {s.datadir} holds a different chain than the genesis file")
+        self.core = Core(s.identity, self.ledger, self.store, s.consensus, self._now_ms())
+        members = [m.node for m in self.ledger.members(self.store.state)]
+        self._members = frozenset(members)
+        net_cfg = s.net if s.net is not None else NetConfig(chain_id=self.chain_id.hex()[:16])
+        self.net = Network(s.identity, s.listen, members, s.peers, config=net_cfg)
+        self.events = EventBus()
+        self.metrics = NodeMetrics()
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](4096)
+        self._waiters: dict[bytes, _Waiter] = {}
+        self._submit_times: dict[bytes, float] = {}
+        self.started = trio.Event()
+        self.rpc_socket: str | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ clock
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(time.time() * 1000)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from emrp2p.node.api import build_dispatcher
+        from emrp2p.rpc.server import RpcServer
+
+        s = self.settings
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.net.run)
+                nursery.start_soon(self._core_loop)
+                nursery.start_soon(self._receive_messages)
+                nursery.start_soon(self._receive_gossip)
+                if s.rpc_socket is not None:
+                    server = RpcServer(
+                        s.rpc_socket,
+                        build_dispatcher(self),
+                        mode=s.rpc_mode,
+                        group=s.rpc_group,
+                        events=self.events,
+                        observe=self.metrics.observe_rpc,
+                    )
+                    self.rpc_socket = await nursery.start(server.run)
+                if s.metrics_listen is not None and s.metrics_listen[1] != 0:
+                    await nursery.start(serve_metrics, self.metrics.registry, *s.metrics_listen)
+                log.info(
+                    "node started",
+                    name=s.name,
+                    key=self.identity.public.hex()[:16],
+                    listen=self.net.listen_addrs,
+                    height=self.core.committed_height,
+                    term=self.core.term,
+                )
+                self.started.set()
+                task_status.started(self)
+        finally:
+            self._closing = True
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.store.close)
+            log.info("node stopped", name=s.name)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def _receive_messages(self) -> None:
+        async for sender, payload in self.net.incoming:
+            try:
+                msg = decode(Message, payload)
+            except CodecError as e:
+                log.warning("undecodable message dropped", peer=sender.hex()[:16], error=str(e))
+                self.metrics.bad_messages.inc()
+                continue
+            txs = _signed_txs(msg)
+            if txs:
+                await trio.to_thread.run_sync(self._preverify, txs)
+            await self._inbox_send.send(("msg", sender, msg))
+
+    async def _receive_gossip(self) -> None:
+        async for origin, payload in self.net.gossip_incoming:
+            try:
+                msg = decode(CommitNotice, payload)
+            except CodecError as e:
+                log.warning("undecodable gossip dropped", origin=origin.hex()[:16], error=str(e))
+                self.metrics.bad_messages.inc()
+                continue
+            await self._inbox_send.send(("msg", origin, msg))
+
+    def _preverify(self, txs: Sequence[Tx]) -> None:
+        verify_many([(tx.sender, tx.signing_bytes(self.chain_id), tx.signature) for tx in txs])
+
+    async def submit(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        """Local intake (RPC): stateless checks, dedupe and back-pressure happen in the core."""
+        if self._closing:
+            from emrp2p.rpc.errors import Unavailable
+
+            raise Unavailable("node is shutting down")
+        await trio.to_thread.run_sync(self._preverify, txs)
+        reply: list[list[SubmitResult]] = []
+        done = trio.Event()
+        await self._inbox_send.send(("submit", txs, reply, done))
+        await done.wait()
+        now = time.monotonic()
+        for r in reply[0]:
+            if r.status is SubmitStatus.ACCEPTED:
+                self._submit_times.setdefault(r.tx_id, now)
+        return reply[0]
+
+    async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
+        """Wait until the transaction commits (durably), is rejected or expires."""
+        w = self._waiters.get(tx_id)
+        if w is None:
+            w = self._waiters[tx_id] = _Waiter()
+            status = self.core.tx_status(tx_id)
+            if status.state.value != "pending":
+                self._resolve(tx_id, status.state.value, status.height, status.code)
+        with trio.fail_after(timeout):
+            await w.event.wait()
+        return w
+
+    # ------------------------------------------------------------------ the core loop
+
+    async def _core_loop(self) -> None:
+        core = self.core
+        tick_s = self.settings.tick_ms / 1000
+        next_tick = trio.current_time()
+        while True:
+            items: list[tuple[Any, ...]] = []
+            with trio.move_on_at(next_tick):
+                items.append(await self._inbox.receive())
+            while len(items) < self.settings.max_batch:
+                try:
+                    items.append(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            replies: list[trio.Event] = []
+            for item in items:
+                kind = item[0]
+                if kind == "msg":
+                    core.step(item[1], item[2])
+                elif kind == "submit":
+                    item[2].append(core.submit(item[1]))
+                    replies.append(item[3])
+            if trio.current_time() >= next_tick:
+                core.tick(self._now_ms())
+                next_tick = trio.current_time() + tick_s
+            if core.has_ready():
+                await self._carry_out()
+            for ev in replies:
+                ev.set()
+
+    async def _carry_out(self) -> None:
+        core = self.core
+        while core.has_ready():
+            rd = core.ready()
+            if not rd.write.empty():
+                await trio.to_thread.run_sync(self.store.write, rd.write)
+            encoded: dict[int, bytes] = {}
+            for dest, msg in rd.messages:
+                data = encoded.get(id(msg))
+                if data is None:
+                    data = encoded[id(msg)] = encode(msg)
+                if not self.net.send(dest, data):
+                    self.metrics.send_drops.inc()
+            if rd.committed:
+                await self._apply(rd.committed)
+            for ev in rd.events:
+                self._on_event(ev)
+            core.advance(rd)
+            self.metrics.pool_size.set(len(core.pool))
+            self.metrics.term.set(core.term)
+            self.metrics.is_leader.set(1 if core.leader == self.identity.public and core.is_validator else 0)
+
+    async def _apply(self, blocks: list[Block]) -> None:
+        now = time.monotonic()
+        latency = self.metrics.commit_latency
+        for block in blocks:
+            for tx in block.txs:
+                tx_id = tx.tx_id
+                t0 = self._submit_times.pop(tx_id, None)
+                if t0 is not None:
+                    latency.observe(now - t0)
+                if tx_id in self._waiters:
+                    self._resolve(tx_id, "committed", block.height, None)
+            self.metrics.committed_txs.inc(len(block.txs))
+            self.metrics.committed_blocks.inc()
+            self.events.publish(
+                "block",
+                {
+                    "height": block.height,
+                    "hash": block.block_hash.hex(),
+                    "term": block.term,
+                    "proposer": block.header.proposer.hex(),
+                    "txs": len(block.txs),
+                },
+            )
+        last = blocks[-1]
+        self.metrics.height.set(last.height)
+        cert = self.store.certificate(last.height)
+        if cert is not None and last.header.proposer == self.identity.public:
+            await self.net.publish(encode(CommitNotice(last.term, cert)))
+        members = frozenset(m.node for m in self.ledger.members(self.store.state))
+        if members != self._members:
+            self._members = members
+            self.net.set_members(members)
+            log.info("membership changed", members=len(members))
+
+    def _resolve(self, tx_id: bytes, state: str, height: int | None, code: str | None) -> None:
+        w = self._waiters.pop(tx_id, None)
+        if w is not None:
+            w.state, w.height, w.code = state, height, code
+            w.event.set()
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, TxRejected):
+            self._submit_times.pop(ev.tx_id, None)
+            self._resolve(ev.tx_id, "rejected", None, ev.code)
+            self.events.publish("tx", {"tx_id": ev.tx_id.hex(), "state": "rejected", "code": ev.code})
+        elif isinstance(ev, TxExpired):
+            self._submit_times.pop(ev.tx_id, None)
+            self._resolve(ev.tx_id, "expired", None, None)
+            self.events.publish("tx", {"tx_id": ev.tx_id.hex(), "state": "expired"})
+        elif isinstance(ev, LeaderChanged):
+            log.info("leader established", term=ev.term, leader=ev.leader.hex()[:16])
+            self.events.publish("leader", {"term": ev.term, "leader": ev.leader.hex()})
+        elif isinstance(ev, EvidenceFound):
+            log.warning("equivocation evidence", evidence=type(ev.evidence).__name__)
+            self.events.publish(
+                "evidence", {"kind": type(ev.evidence).__name__, "encoded": encode(ev.evidence).hex()}
+            )
+        else:
+            log.debug("consensus event", event=repr(ev))

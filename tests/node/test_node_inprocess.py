@@ -1,0 +1,71 @@
+"""Four nodes in one trio process over real libp2p on 127.0.0.1: the driver's contract."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import trio
+
+from emrp2p.consensus import Config, SubmitStatus
+from emrp2p.crypto import Identity
+from emrp2p.ledger.types import Genesis, Member, Noop, Role, sign_tx
+from emrp2p.net import Network
+from emrp2p.node.node import Node, NodeSettings
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
+    ids = [Identity.from_test_name(f"hospital-{i}") for i in range(n)]
+    genesis = Genesis(
+        "inprocess",
+        1_700_000_000_000,
+        tuple(Member(i.public, f"H{k}", Role.VALIDATOR) for k, i in enumerate(ids)),
+    )
+    ports = _free_ports(n)
+    addrs = {
+        i.public: f"/ip4/127.0.0.1/tcp/{p}/p2p/{Network.peer_id_of(i.public)}" for i, p in zip(ids, ports)
+    }
+    return [
+        NodeSettings(
+            identity=ident,
+            genesis=genesis,
+            datadir=tmp_path / f"n{k}",
+            listen=("127.0.0.1", ports[k]),
+            peers={key: a for key, a in addrs.items() if key != ident.public},
+            name=f"H{k}",
+            consensus=Config(election_timeout_ms=1000, heartbeat_ms=100, min_block_interval_ms=20),
+            rpc_socket=tmp_path / f"n{k}.sock",
+        )
+        for k, ident in enumerate(ids)
+    ]
+
+
+async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, 4)
+    client = Identity.from_test_name("client")
+    chain_id = settings[0].genesis.chain_id
+    txs = [sign_tx(client, chain_id, k, Noop(b"t%d" % k)) for k in range(50)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = [await nursery.start(Node(s).run) for s in settings]
+            results = await nodes[1].submit(txs)
+            assert all(r.status is SubmitStatus.ACCEPTED for r in results)
+            for tx in txs:
+                w = await nodes[1].wait_committed(tx.tx_id, 30)
+                assert w.state == "committed"
+            top = nodes[1].store.committed_height()
+            while min(n.store.committed_height() for n in nodes) < top:
+                await trio.sleep(0.05)
+            hashes = {n.store.block(top).block_hash for n in nodes}  # type: ignore[union-attr]
+            assert len(hashes) == 1
+            nursery.cancel_scope.cancel()
