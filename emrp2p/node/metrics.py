@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import trio
@@ -88,9 +89,7 @@ async def serve_metrics(
                 await stream.send_all(head + body)
 
     async def guarded(stream: trio.SocketStream) -> None:
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await handle(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
 
     await trio.serve_listeners(guarded, listeners)

@@ -33,7 +33,8 @@ def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
     )
     ports = _free_ports(n)
     addrs = {
-        i.public: f"/ip4/127.0.0.1/tcp/{p}/p2p/{Network.peer_id_of(i.public)}" for i, p in zip(ids, ports)
+        i.public: f"/ip4/127.0.0.1/tcp/{p}/p2p/{Network.peer_id_of(i.public)}"
+        for i, p in zip(ids, ports, strict=True)
     }
     return [
         NodeSettings(
