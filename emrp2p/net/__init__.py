@@ -44,11 +44,30 @@ the payload; a zero length is a keepalive (sent after ``keepalive_interval`` of
 silence, so every read can carry a timeout). Over-cap or malformed input resets
 the stream; the node keeps serving others.
 
-Where the py-libp2p hazards (shared notes) are handled: Noise only, membership
-gate after the handshake, connection limits, no metrics, memory peerstore:
-:mod:`emrp2p.net.host`. Guarded handlers and tasks, reconnect loop, listener
-close, dial negative-cache eviction: :mod:`emrp2p.net.network`. Gossip
-settings and validator: :mod:`emrp2p.net.gossip`. Logging: :mod:`emrp2p.logs`.
+Where the py-libp2p 0.8.1 hazards (shared notes) are handled:
+
+1 plaintext/secio    host.build_host: ``sec_opt`` = Noise only.
+2 handler kills Swarm host.guard_handler around every protocol handler (ours,
+                     pubsub's per router protocol, identify...) and around the
+                     swarm's negotiation handler; Network._guarded_task around
+                     every task; pubsub runs before the host listens.
+3 yamux stall        framing.FrameReader: idle/read timeout on every read;
+                     keepalive frames; write timeout in the sender.
+4 gossip drops       spam protection off; callers recover by sync; payloads
+                     capped at 512 KiB (publish raises, validator rejects).
+5 adaptive gossip    off; ``recent_message_deliveries`` cleared every 30 s.
+6 connection cap     ConnectionConfig max 1e6, min/low 0, high = max (high 0
+                     would make the pruner close idle connections in 0.8.1);
+                     resource manager with large limits, no circuit breaker.
+7 listener survives  run() awaits host.close() (shielded) before leaving
+                     host.run(); refuses a fixed port another socket holds.
+8 no reconnect       per-peer link task: backoff 0.2 s .. 2 s, seeded jitter;
+                     swarm retries off, its 60 s negative cache evicted before
+                     each dial; disconnect notifee wakes the loop.
+9 logging            emrp2p.logs.configure_logging + route_libp2p.
+10 metrics           not enabled. 11 peerstore: in-memory only.
+Membership gate: host.MemberGatedNoise refuses a non-member right after the
+Noise handshake (inbound and outbound), counted in ``stats.refused_strangers``.
 """
 
 from emrp2p.net.network import MSG_PROTOCOL, NetConfig, NetStats, Network, PortInUse, peer_id_of
