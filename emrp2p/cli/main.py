@@ -13,6 +13,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "emrp2p.cli.keys",
     "emrp2p.cli.chain",
+    "emrp2p.cli.testnet",
 ]
 
 

@@ -84,7 +84,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
         return {
             "name": node.settings.name,
             "public_key": node.identity.public.hex(),
-            "peer_id": node.net.peer_id,
+            "peer_id": str(node.net.peer_id),
             "chain_id": node.chain_id.hex(),
             "role": core.role.name.lower(),
             "term": core.term,

@@ -339,4 +339,4 @@ class Node:
                 "evidence", {"kind": type(ev.evidence).__name__, "encoded": encode(ev.evidence).hex()}
             )
         else:
-            log.debug("consensus event", event=repr(ev))
+            log.debug("consensus event", detail=repr(ev))

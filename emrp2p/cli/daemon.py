@@ -1,0 +1,95 @@
+"""``emrp2pd --config FILE``: run one hospital's node until SIGINT or SIGTERM.
+
+On either signal the node's nursery is cancelled: the core loop finishes the
+LMDB write in progress (writes are atomic and never abandoned), the libp2p host
+and its listener close, the RPC socket file is removed, and the process exits
+0. Logging is configured before libp2p is imported (see ``emrp2p.logs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import trio
+
+from emrp2p.logs import configure_logging, get_logger
+from emrp2p.node.config import ConfigError, NodeConfig, add_override_arguments, config_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emrp2pd", description="emrp2p node daemon")
+    parser.add_argument("--config", required=True, help="the node's TOML configuration file")
+    add_override_arguments(parser)
+    return parser
+
+
+def node_settings(cfg: NodeConfig):  # type: ignore[no-untyped-def]
+    """The ``NodeSettings`` described by a loaded configuration (imports libp2p)."""
+    from emrp2p.consensus import Config
+    from emrp2p.crypto.keyfile import load_node_key
+    from emrp2p.genesis import load_genesis
+    from emrp2p.net import NetConfig
+    from emrp2p.node.node import NodeSettings
+
+    genesis = load_genesis(cfg.path(cfg.node.genesis))
+    c = cfg.consensus
+    return NodeSettings(
+        identity=load_node_key(cfg.path(cfg.node.key)),
+        genesis=genesis,
+        datadir=cfg.datadir,
+        listen=(cfg.p2p.host, cfg.p2p.port),
+        peers={bytes.fromhex(p.key): p.addr for p in cfg.p2p.peers},
+        name=cfg.node.name,
+        consensus=Config(
+            heartbeat_ms=c.heartbeat_ms,
+            election_timeout_ms=c.election_timeout_ms,
+            max_txs_per_block=c.max_txs_per_block,
+            min_block_interval_ms=c.min_block_interval_ms,
+            max_blocks_per_term=c.max_blocks_per_term,
+            max_term_ms=c.max_term_ms,
+            max_pending=c.max_pending,
+        ),
+        net=NetConfig(chain_id=genesis.chain_id.hex()[:16], max_frame=cfg.p2p.max_frame),
+        rpc_socket=cfg.socket_path,
+        rpc_mode=cfg.rpc.mode,
+        rpc_group=cfg.rpc.group or None,
+        metrics_listen=(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None,
+    )
+
+
+async def run_node(cfg: NodeConfig) -> None:
+    from emrp2p.node.node import Node
+
+    node = Node(node_settings(cfg))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    get_logger("emrp2pd").info("shutting down", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"emrp2pd: {e}", file=sys.stderr)
+        return 2
+    configure_logging(json=cfg.log.format == "json", level=cfg.log.level)
+    try:
+        trio.run(run_node, cfg)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

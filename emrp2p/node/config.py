@@ -1,0 +1,284 @@
+"""The daemon's configuration: TOML with documented defaults, every option overridable by flag.
+
+Example (``emrp2p testnet`` writes one per node)::
+
+    [node]
+    name = "hospital-1"
+    datadir = "."                 # relative paths resolve against this file's folder
+    genesis = "../genesis.json"
+    key = "node.key"
+
+    [p2p]
+    host = "127.0.0.1"
+    port = 7701
+    max_frame = 8388608           # bytes; larger frames reset the stream
+    peers = [ { key = "<hex>", addr = "/ip4/127.0.0.1/tcp/7702/p2p/<peer id>" } ]
+
+    [consensus]
+    heartbeat_ms = 150
+    election_timeout_ms = 1000
+    max_txs_per_block = 2000
+    min_block_interval_ms = 20
+    max_blocks_per_term = 200
+    max_term_ms = 60000
+    max_pending = 20000
+
+    [rpc]
+    socket = "emrp2pd.sock"       # in the datadir by default
+    mode = 0o600                  # or 0o660 with group
+    group = ""                    # a group name, or "" for none
+
+    [metrics]
+    host = "127.0.0.1"
+    port = 0                      # 0 disables the Prometheus endpoint
+
+    [log]
+    format = "console"            # or "json"
+    level = "info"
+
+Overrides: ``--set section.option=value`` (repeatable; the value is parsed as
+TOML, falling back to a plain string), plus the shortcuts ``--datadir``,
+``--p2p-port``, ``--rpc-socket``, ``--metrics-port``, ``--log-format`` and
+``--log-level``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+__all__ = [
+    "ConfigError",
+    "NodeConfig",
+    "PeerConfig",
+    "load_config",
+    "dump_config",
+    "apply_overrides",
+    "add_override_arguments",
+    "config_from_args",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is unreadable, unknown or of the wrong type."""
+
+
+@dataclass
+class NodeSection:
+    name: str = "node"
+    datadir: str = "."
+    genesis: str = "genesis.json"
+    key: str = "node.key"
+
+
+@dataclass
+class PeerConfig:
+    key: str = ""
+    addr: str = ""
+
+
+@dataclass
+class P2pSection:
+    host: str = "127.0.0.1"
+    port: int = 7700
+    max_frame: int = 8 << 20
+    peers: list[PeerConfig] = field(default_factory=list)
+
+
+@dataclass
+class ConsensusSection:
+    heartbeat_ms: int = 150
+    election_timeout_ms: int = 1000
+    max_txs_per_block: int = 2000
+    min_block_interval_ms: int = 20
+    max_blocks_per_term: int = 200
+    max_term_ms: int = 60_000
+    max_pending: int = 20_000
+
+
+@dataclass
+class RpcSection:
+    socket: str = "emrp2pd.sock"
+    mode: int = 0o600
+    group: str = ""
+
+
+@dataclass
+class MetricsSection:
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass
+class LogSection:
+    format: str = "console"
+    level: str = "info"
+
+
+@dataclass
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    p2p: P2pSection = field(default_factory=P2pSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    rpc: RpcSection = field(default_factory=RpcSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def path(self, value: str) -> Path:
+        """A path option resolved against the config file's folder (datadir-relative for the socket)."""
+        p = Path(value)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def datadir(self) -> Path:
+        return self.path(self.node.datadir)
+
+    @property
+    def socket_path(self) -> Path:
+        p = Path(self.rpc.socket)
+        return p if p.is_absolute() else self.datadir / p
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = typing.get_args(tp)
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is int and (type(value) is not int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown option {where + '.' if where else ''}{key}")
+    kwargs = {k: _check(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = _as_dict(v)
+        elif isinstance(v, list):
+            out[f.name] = [_as_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
+        else:
+            out[f.name] = v
+    return out
+
+
+def parse_config(text: str, base_dir: Path) -> NodeConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
+    cfg: NodeConfig = _build(NodeConfig, data, "")
+    cfg.base_dir = base_dir
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e}") from None
+    return parse_config(text, p.resolve().parent)
+
+
+def dump_config(cfg: NodeConfig) -> str:
+    return tomli_w.dumps(_as_dict(cfg))
+
+
+def validate(cfg: NodeConfig) -> None:
+    if cfg.log.format not in ("console", "json"):
+        raise ConfigError(f"log.format must be 'console' or 'json', not {cfg.log.format!r}")
+    if not 0 <= cfg.p2p.port <= 65535 or not 0 <= cfg.metrics.port <= 65535:
+        raise ConfigError("ports must be between 0 and 65535")
+    c = cfg.consensus
+    if c.heartbeat_ms <= 0 or c.election_timeout_ms <= 2 * c.heartbeat_ms:
+        raise ConfigError("consensus.election_timeout_ms must exceed twice heartbeat_ms (> 0)")
+    if c.max_txs_per_block < 1 or c.max_pending < 1:
+        raise ConfigError("consensus.max_txs_per_block and max_pending must be at least 1")
+    for p in cfg.p2p.peers:
+        try:
+            if len(bytes.fromhex(p.key)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"p2p.peers: key {p.key!r} is not 32 bytes of hex") from None
+
+
+def apply_overrides(cfg: NodeConfig, overrides: list[str]) -> NodeConfig:
+    """Apply ``section.option=value`` overrides (value parsed as TOML, else taken as a string)."""
+    data = _as_dict(cfg)
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        parts = name.strip().split(".")
+        if not sep or len(parts) != 2:
+            raise ConfigError(f"override {item!r} is not section.option=value")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        section, option = parts
+        if section not in data or not isinstance(data[section], dict):
+            raise ConfigError(f"unknown section {section!r} in override {item!r}")
+        data[section][option] = value
+    new: NodeConfig = _build(NodeConfig, data, "")
+    new.base_dir = cfg.base_dir
+    validate(new)
+    return new
+
+
+_SHORTCUTS = {
+    "datadir": "node.datadir",
+    "p2p_port": "p2p.port",
+    "rpc_socket": "rpc.socket",
+    "metrics_port": "metrics.port",
+    "log_format": "log.format",
+    "log_level": "log.level",
+}
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE", help="override")
+    parser.add_argument("--datadir")
+    parser.add_argument("--p2p-port", type=int)
+    parser.add_argument("--rpc-socket")
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--log-format", choices=["console", "json"])
+    parser.add_argument("--log-level")
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    cfg = load_config(args.config)
+    overrides = list(args.set)
+    for attr, key in _SHORTCUTS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return apply_overrides(cfg, overrides) if overrides else cfg
