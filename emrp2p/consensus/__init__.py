@@ -71,7 +71,7 @@ Protocol (see DESIGN.md, "Ordering")
 
 Transactions: ``submit`` checks statelessly (``ledger.check_tx``), dedupes
 (pending and committed), bounds the pool (``BUSY`` past ``max_pending``); a
-non-leader forwards pending transactions to the leader (``ForwardTxs``) and
+non-leader forwards pending transactions to the leader (``ForwardTxs``, batched once per tick) and
 again after a term change or ``forward_retry_ms``. Transactions that fail at
 selection are dropped and reported (``TxRejected``); pending ones older than
 ``pending_ttl_ms`` expire (``TxExpired``). ``core.tx_status(tx_id)`` answers

@@ -374,6 +374,7 @@ class Core:
             self._sync = None
         for tx_id in self.pool.expire(now, cfg.pending_ttl_ms):
             self._out.events.append(TxExpired(tx_id))
+        self._forward_pending()  # batched: once per tick
         self._after()
 
     # ------------------------------------------------------------------ outputs
@@ -447,7 +448,6 @@ class Core:
 
     def _after(self) -> None:
         self._maybe_propose()
-        self._forward_pending()
 
     # ------------------------------------------------------------------ terms
 
