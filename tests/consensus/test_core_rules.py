@@ -16,7 +16,9 @@ from emrp2p.consensus import (
     Role,
     SubmitStatus,
     TermVote,
+    TxRejected,
     TxState,
+    TxStatus,
 )
 from emrp2p.consensus.certs import certificate_ok
 from emrp2p.crypto import Identity
@@ -199,3 +201,36 @@ def test_a_store_without_genesis_is_refused() -> None:
 
     with pytest.raises(CoreNotInitialised):
         Core(net.ids["a"], net.ledger, MemoryStore(), CFG, 0)
+
+
+def test_the_leader_reports_and_drops_a_tx_that_fails_selection_but_keeps_one_waiting_for_its_nonce() -> None:
+    ident = Identity.from_test_name("solo")
+    genesis = Genesis("solo", 0, (Member(ident.public, "solo"),))
+    ledger = Ledger(genesis)
+    store = MemoryStore()
+    store.init_genesis(genesis, ledger.genesis_state())
+    core = Core(ident, ledger, store, Config(min_block_interval_ms=0), 0)
+    assert core.role is Role.LEADER  # a single validator is its own majority
+    client = Identity.from_test_name("client")
+    first = sign_tx(client, genesis.chain_id, 0, Noop(b"first"))
+    replay = sign_tx(client, genesis.chain_id, 0, Noop(b"same nonce"))
+    early = sign_tx(client, genesis.chain_id, 2, Noop(b"too early"))
+    core.submit([first, replay, early])
+    rd = core.ready()
+    store.write(rd.write)
+    core.advance(rd)
+    assert [len(b.txs) for b in rd.committed] == [1]
+    assert core.tx_status(first.tx_id).state is TxState.COMMITTED
+    assert core.tx_status(replay.tx_id) == TxStatus(TxState.REJECTED, code="bad_nonce")
+    assert [e for e in rd.events if isinstance(e, TxRejected)] == [TxRejected(replay.tx_id, "bad_nonce")]
+    assert core.tx_status(early.tx_id).state is TxState.PENDING
+    middle = sign_tx(client, genesis.chain_id, 1, Noop(b"fills the gap"))
+    core.submit([middle])
+    core.tick(1)
+    for _ in range(3):
+        rd = core.ready()
+        store.write(rd.write)
+        core.advance(rd)
+        core.tick(2)
+    assert core.tx_status(early.tx_id).state is TxState.COMMITTED
+    assert core.tx_status(middle.tx_id).state is TxState.COMMITTED
