@@ -214,7 +214,7 @@ class Core:
         self.evidence_log = EvidenceLog()
 
         raw = store.hard_state()
-        self._hs = decode(HardState, raw) if raw is not None else HardState(0, 0, 0, bytes(32))
+        self._hs = decode(HardState, raw) if raw is not None else HardState(0, 0, 0, bytes(32), bytes(32))
         self._hs_dirty = False
         self.term = self._hs.term
 
@@ -229,7 +229,9 @@ class Core:
         """Validators in force at the tip's height, when known (not after a restart)."""
         self._unflushed: dict[bytes, bytes | None] = {}
         self._unflushed_commits: dict[int, Commit] = {}
-        self._validators_cache: tuple[int, tuple[bytes, ...], tuple[bytes, ...]] | None = None
+        self._validators_cache: tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]] | None = None
+        self._term_leader = b""
+        self._term_vals: tuple[bytes, ...] = ()
 
         self._accepted: list[_Entry] = []
         self._votes: dict[bytes, dict[bytes, Vote]] = {}
@@ -253,7 +255,10 @@ class Core:
         self._last_poll = 0
 
         self._restore_accepted(store.accepted())
-        if self.is_validator and self.leader_of(self.term) == self.me and self.term > 0:
+        self._fix_term_leader()
+        if self._hs.leader != bytes(32) and self._hs.term == self.term:
+            self._term_leader = self._hs.leader
+        if self.is_validator and self._term_leader == self.me and self.term > 0:
             # We may have led this term before a crash: never lead it twice, move on.
             self._enter_term(self.term + 1)
         else:
@@ -265,7 +270,7 @@ class Core:
     def role(self) -> Role:
         if not self.is_validator:
             return Role.OBSERVER
-        if self.leader_of(self.term) != self.me:
+        if self._term_leader != self.me:
             return Role.FOLLOWER
         return Role.LEADER if self._established else Role.CANDIDATE
 
@@ -277,8 +282,13 @@ class Core:
     def leader(self) -> bytes | None:
         """The leader of the current term if it is known to be established, else None."""
         if self._established or self._leader_heard:
-            return self.leader_of(self.term)
+            return self._term_leader
         return None
+
+    @property
+    def term_leader(self) -> bytes:
+        """The leader this node follows in the current term (alive or not)."""
+        return self._term_leader
 
     @property
     def evidence(self) -> list[Evidence]:
@@ -294,19 +304,29 @@ class Core:
         return [e.block for e in self._accepted]
 
     def validators(self) -> tuple[bytes, ...]:
-        """Validators in force for the next height (from the committed state)."""
+        """Validators in force after the committed tip: they make the rotation.
+
+        Only committed blocks count, because every node can get those (by sync)
+        and so agree; a certificate, though, always needs a majority of the set
+        in force at its own block's height.
+        """
         return self._membership()[0]
 
     def _membership(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         c = self._validators_cache
-        if c is None or c[0] != self.committed_height:
+        if c is None or c[0] != self._tip_hash:
             vals, members = membership_at(self.ledger, self._committed_state(), self.committed_height + 1)
-            c = self._validators_cache = (self.committed_height, vals, members)
+            c = self._validators_cache = (self._tip_hash, vals, members)
         return c[1], c[2]
 
     def leader_of(self, term: int) -> bytes:
+        """The leader of ``term`` by the rotation in force after the committed tip."""
         vals = self.validators()
         return vals[term % len(vals)]
+
+    def _fix_term_leader(self) -> None:
+        self._term_vals = self.validators()
+        self._term_leader = self.leader_of(self.term)
 
     def tx_status(self, tx_id: bytes) -> TxStatus:
         """Pending, committed (with height), rejected (with code), expired, or unknown."""
@@ -364,7 +384,7 @@ class Core:
             if now - self._last_heard >= cfg.election_timeout_ms:
                 self._enter_term(self.term + 1)
             elif not self._leader_heard and now - self._last_termvote >= cfg.heartbeat_ms:
-                self._send_term_vote(self.leader_of(self.term))
+                self._send_term_vote(self._term_leader)
         elif now - self._last_poll >= cfg.election_timeout_ms:
             self._last_poll = now
             vals = self.validators()
@@ -454,9 +474,10 @@ class Core:
     def _enter_term(self, term: int) -> None:
         """Move to ``term`` (persisted before anything of it is sent) and announce it."""
         self.term = term
-        self._set_hard_state(term=term)
+        self._fix_term_leader()
+        self._set_hard_state(term=term, leader=self._term_leader)
         self._on_term_entered()
-        self._out.events.append(TermChanged(term, self.leader_of(term)))
+        self._out.events.append(TermChanged(term, self._term_leader))
         if self.is_validator:
             self._broadcast(self._term_vote())
             self._last_termvote = self._mono
@@ -470,7 +491,7 @@ class Core:
         self._last_heard = self._mono
         self._term_started = self._mono
         self._blocks_this_term = 0
-        if self.is_validator and self.leader_of(self.term) == self.me:
+        if self.is_validator and self._term_leader == self.me:
             self._grants.add(self.me)
             self._check_established()
 
@@ -490,6 +511,7 @@ class Core:
             self._enter_term(term)
         elif term > self.term:
             self.term = term  # observers follow terms without taking part
+            self._fix_term_leader()
             self._on_term_entered()
         return True
 
@@ -497,21 +519,26 @@ class Core:
         self._last_heard = self._mono
         if not self._leader_heard:
             self._leader_heard = True
-            self._out.events.append(LeaderChanged(self.term, self.leader_of(self.term)))
+            self._out.events.append(LeaderChanged(self.term, self._term_leader))
 
     def _on_term_vote(self, sender: bytes, m: TermVote) -> None:
-        if not self._observe_term(sender, m.term):
-            return
         if m.committed_height > self.committed_height:
             self._request_sync(sender)
-        if self.role is not Role.CANDIDATE or sender not in self.validators():
+        if sender not in self.validators():
+            # A node voted out that has not synced far enough to know it: it must not move our
+            # term; our status tells it how far the chain has gone.
+            self._send(sender, Status(self.term, self.committed_height, self.head()))
+            return
+        if not self._observe_term(sender, m.term):
+            return
+        if self.role is not Role.CANDIDATE or sender not in self._term_vals:
             return
         if m.head.rank() <= self.head().rank():
             self._grants.add(sender)
             self._check_established()
 
     def _check_established(self) -> None:
-        if self._established or len(self._grants) < quorum(self.validators()):
+        if self._established or len(self._grants) < quorum(self._term_vals):
             return
         self._established = True
         self._leader_heard = True
@@ -526,7 +553,7 @@ class Core:
         self._broadcast(hb, self._members())
 
     def _on_heartbeat(self, sender: bytes, m: Heartbeat) -> None:
-        if not self._observe_term(sender, m.term) or sender != self.leader_of(self.term):
+        if not self._observe_term(sender, m.term) or sender != self._term_leader:
             return
         self._heard_leader()
         if m.cert is not None and m.cert.height > self.committed_height:
@@ -547,7 +574,7 @@ class Core:
             self._send(to, Status(self.term, self.committed_height, self.head()))
 
     def _on_status(self, sender: bytes, m: Status) -> None:
-        if m.term > self.term:
+        if m.term > self.term and sender in self.validators():
             self._observe_term(sender, m.term)
             return
         if m.committed_height > self.committed_height:
@@ -591,6 +618,7 @@ class Core:
         state = self._state_after(len(self._accepted))
         validators = membership_at(self.ledger, state, height)[0]
         if self.me not in validators:
+            self._enter_term(self.term + 1)  # voted out from this height on: hand over
             return
         ts = max(self.now_ms, parent_ts)
         ctx = BlockContext(height, ts, self.me)
@@ -677,7 +705,7 @@ class Core:
     def _on_propose(self, sender: bytes, m: Propose) -> None:
         if not self._observe_term(sender, m.term) or not self.is_validator:
             return
-        if sender != self.leader_of(self.term):
+        if sender != self._term_leader:
             return
         self._heard_leader()
         block = m.block
@@ -721,8 +749,8 @@ class Core:
             return None
         state = self._state_after(index)
         validators = membership_at(self.ledger, state, h.height)[0]
-        if h.proposer not in validators or h.proposer != validators[h.term % len(validators)]:
-            self._refuse(block, "proposer is not the leader of its term")
+        if h.proposer not in validators:
+            self._refuse(block, "proposer is not a validator")
             return None
         if not block.signature_ok():
             self._refuse(block, "block signature")
@@ -819,7 +847,7 @@ class Core:
     def _on_commit_notice(self, sender: bytes, m: CommitNotice) -> None:
         if m.term >= self.term and self.is_validator:
             self._observe_term(sender, m.term)
-            if sender == self.leader_of(self.term):
+            if sender == self._term_leader:
                 self._heard_leader()
         self._on_cert(sender, m.cert)
 
@@ -969,7 +997,7 @@ class Core:
                 self.pool.add(tx, self._mono)
 
     def _forward_pending(self) -> None:
-        leader = self.leader_of(self.term)
+        leader = self._term_leader
         if leader == self.me or len(self.pool) == 0:
             return
         if not (self._leader_heard or self._established):

@@ -140,7 +140,7 @@ class ForwardTxs(Message):
 @wire(220)
 @dataclass(frozen=True)
 class HardState:
-    """What a validator must remember across restarts: its term and its last vote.
+    """What a validator must remember across restarts: its term, its leader, and its last vote.
 
     Within a term a validator votes for increasing heights only, so the last vote
     is enough to refuse any second, different vote for a (term, height).
@@ -149,7 +149,11 @@ class HardState:
     term: int = NONNEG()
     vote_term: int = NONNEG()
     vote_height: int = NONNEG()
-    vote_hash: bytes = field(default=bytes(32), metadata={"limits": Limits(exact_len=32)})
+    vote_hash: bytes = HASH()
+    leader: bytes = KEY()
+    """The leader this node follows in ``term`` (fixed when it entered the term): a node sends
+    its term vote to one candidate per term only, even when a membership change moves the
+    rotation under it."""
 
     def may_vote(self, term: int, height: int, block_hash: bytes) -> bool:
         if term != self.vote_term:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emrp2p.consensus import (
+    BlockRefused,
     BlockVote,
     CommitNotice,
     Config,
@@ -70,6 +71,8 @@ class Client:
     outstanding: dict[int, Tx] = field(default_factory=dict)
     last_resubmit: float = 0.0
     presigned: dict[int, Tx] = field(default_factory=dict)
+    noop_load: bool = True
+    """False for a governance client (a validator's key): it only resends what it sent."""
 
 
 @dataclass
@@ -344,7 +347,7 @@ class Cluster:
                 return
             target = self.rng.choice(live)
             batch: list[Tx] = []
-            if len(client.outstanding) < max_outstanding:
+            if client.noop_load and len(client.outstanding) < max_outstanding:
                 batch.append(self.new_tx(client))
             if self.now - client.last_resubmit > 3 * self.cfg.election_timeout_ms:
                 client.last_resubmit = self.now
@@ -353,6 +356,19 @@ class Cluster:
                 self.submit(target, batch)
 
         self._push(self.now + period, "call", (fire, "client"))
+
+    def governance(self, signer: int, payload: Payload) -> None:
+        """A validator's governance transaction, resent like any client's until committed."""
+        key = self.nodes[signer].identity.public
+        client = next((c for c in self.clients if c.identity.public == key), None)
+        if client is None:
+            client = Client(self.nodes[signer].identity, noop_load=False)
+            self.clients.append(client)
+        tx = self.new_tx(client, payload)
+        self.log(f"n{signer} GOVERNANCE {type(payload).__name__}")
+        live = [n.index for n in self.nodes if n.up and not n.paused]
+        if live:
+            self.submit(self.rng.choice(live), [tx])
 
     # ------------------------------------------------------------------ observation
 
@@ -398,6 +414,8 @@ class Cluster:
                 self.log(f"n{node.index} term -> {ev.term}")
             elif isinstance(ev, TxRejected):
                 obs.rejected += 1
+            elif isinstance(ev, BlockRefused):
+                self.log(f"n{node.index} REFUSED h={ev.height} {ev.block_hash.hex()[:8]}: {ev.reason}")
 
     def _observe_commit(self, node: SimNode, block: Block) -> None:
         obs = self.obs

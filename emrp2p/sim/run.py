@@ -7,9 +7,12 @@ import multiprocessing
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from emrp2p.consensus import Config
+from emrp2p.ledger.types import Action, ApproveMembership, ProposeMembership
+from emrp2p.ledger.types import Role as MemberRole
 from emrp2p.sim.checks import check_liveness, check_safety, liveness_bound_ms
 from emrp2p.sim.cluster import Cluster
 from emrp2p.sim.faults import schedule_faults
@@ -47,7 +50,9 @@ def run_seed(
     trace: Callable[[str], None] | None = None,
 ) -> RunResult:
     rng = random.Random(f"faults:{nodes}:{seed}")
-    cluster = Cluster(nodes, seed, config=SIM_CONFIG, trace=trace, n_observers=1 if seed % 4 == 0 else 0)
+    churn = seed % 3 == 1
+    observers = 1 if churn or seed % 4 == 0 else 0
+    cluster = Cluster(nodes, seed, config=SIM_CONFIG, trace=trace, n_observers=observers)
     tail = 2 * liveness_bound_ms(cluster) + 2000
     heal_at = max(1000.0, duration_ms - tail)
     # Load runs past the healing (liveness is judged on it) and stops before the end, so at the end
@@ -55,6 +60,8 @@ def run_seed(
     cluster.client_load(rate_per_s, (heal_at + duration_ms) / 2)
     if faults:
         schedule_faults(cluster, rng, 500, heal_at)
+    if churn:
+        _schedule_churn(cluster, rng, heal_at)
     cluster.run_until(heal_at)
     height_at_heal = cluster.max_height()
     cluster.run_until(duration_ms)
@@ -67,6 +74,35 @@ def run_seed(
         cluster.max_height(),
         len(cluster.obs.tx_height),
         cluster.events,
+    )
+
+
+def _schedule_churn(cluster: Cluster, rng: random.Random, before_ms: float) -> None:
+    """Governance under load and faults: the observer is voted in as a validator, then a
+    validator is voted out (each effective some blocks after it is proposed)."""
+    n = len(cluster.genesis.validators)
+    newcomer = cluster.nodes[n].identity.public
+    leaving = rng.randrange(n)
+    gone = cluster.nodes[leaving].identity.public
+
+    def propose(action: Action, node: bytes, name: str, signer: int) -> None:
+        pid = rng.randbytes(16)
+        effective = cluster.max_height() + 20
+        cluster.governance(
+            signer, ProposeMembership(pid, action, node, name, MemberRole.VALIDATOR, effective)
+        )
+        approvers = [i for i in range(n) if i != signer][: n // 2]
+        for i in approvers:
+            cluster.at(cluster.now + 1500, partial(cluster.governance, i, ApproveMembership(pid)), "approve")
+
+    proposer = (leaving + 1) % n
+    cluster.at(
+        before_ms * 0.25, partial(propose, Action.ADD, newcomer, f"hospital-{n}", proposer), "propose add"
+    )
+    cluster.at(
+        before_ms * 0.6,
+        partial(propose, Action.REMOVE, gone, f"hospital-{leaving}", proposer),
+        "propose remove",
     )
 
 
