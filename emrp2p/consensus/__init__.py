@@ -31,16 +31,20 @@ new ``Core`` over the same store.
 Protocol (see DESIGN.md, "Ordering")
 ------------------------------------
 
-* Terms; the leader of term ``t`` is ``validators[t % n]`` for the next height.
-  A validator entering a term persists it and broadcasts ``TermVote(t, head,
-  committed_height)``; the leader of ``t`` is established when a majority
+* Terms; the leader of term ``t`` is ``validators[t % n]``, the validators in
+  force after the committed tip (committed blocks are what every node can
+  sync, so all agree). A validator entering a term fixes that leader for the
+  whole term and persists both (``HardState.term``, ``HardState.leader``), then
+  broadcasts ``TermVote(t, head, committed_height)``, so it backs one candidate
+  per term even when a membership change moves the rotation mid-term; the leader of ``t`` is established when a majority
   (itself included) sent term votes whose head ``(term, height)`` is no more up
   to date than its own. It then re-sends (``Propose``) the accepted blocks it
   never saw certified, and proposes a block of its own term on top (empty if it
   must), whose certificate commits them all (Raft's figure-8 rule: only votes
   for a block of the current term are ever counted).
-* ``Propose(term, block)`` -> follower checks signature, proposer = leader of the
-  block's term, hash links, timestamp (>= parent's, <= own clock +
+* ``Propose(term, block)`` from the term's leader -> follower checks signature,
+  proposer (the sender for a block of this term, a validator at that height for
+  a carried-forward one), hash links, timestamp (>= parent's, <= own clock +
   ``max_clock_drift_ms``), tx root, parent certificate, and executes
   (``ledger.execute``) for the state root; it persists the block as accepted and
   the vote in the hard state, then sends ``BlockVote``. At most one vote per
@@ -55,7 +59,15 @@ Protocol (see DESIGN.md, "Ordering")
   certificate; a follower whose head differs answers ``Status`` and the leader
   re-sends what it lacks; a follower hearing nothing for ``election_timeout_ms``
   moves to the next term. The leader hands over after ``max_blocks_per_term``
-  blocks or ``max_term_ms``, once its last block is committed.
+  blocks or ``max_term_ms``, once its last block is committed (and at once if
+  voted out). Messages of a higher term move a validator to it, except from
+  nodes outside the validator set (a voted-out node is answered with
+  ``Status`` so it syncs and learns it is out).
+* Membership: ``ledger.validators(state, height)`` decides, per height, on
+  every node alike. Certificates count a majority of the set at the block's
+  own height. Safety across a change relies on old and new majorities
+  intersecting, i.e. one change in force at a time (the ledger's governance
+  schedules one change per proposal at a future ``effective_height``).
 * Catch-up: a node that learns of a committed height above its own (heartbeat,
   status, term vote, certificate for a block it lacks) sends
   ``SyncRequest(from_height, max_blocks)``; any node answers ``SyncResponse``
