@@ -9,6 +9,7 @@ and its listener close, the RPC socket file is removed, and the process exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 
@@ -84,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emrp2pd: {e}", file=sys.stderr)
         return 2
     configure_logging(json=cfg.log.format == "json", level=cfg.log.level)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(run_node, cfg)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
