@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emrp2p.consensus import Config, Message, Role, SyncResponse
+from emrp2p.consensus import Config, Head, Message, Role, SyncResponse
 from emrp2p.ledger.types import Action, ApproveMembership, ProposeMembership
 from emrp2p.ledger.types import Role as MemberRole
 from emrp2p.sim.checks import check_safety
@@ -241,3 +241,41 @@ def test_a_node_back_from_a_long_outage_syncs_more_than_a_thousand_blocks_in_bat
     run_until(c, lambda: c.nodes[3].store.committed_height() >= c.max_height() - 1, 10_000, 50)
     assert sum(responses) >= 1200 and max(responses) <= 2 * 256 and len(responses) >= 5
     assert_safe(c)
+
+
+def _commit_known_only_to_the_leader(c: Cluster) -> None:
+    """Raft's figure-8 setting: the leader L certifies a block that its followers A and B
+    accepted but never see committed, then L is cut off; the next two terms' leaders D1, D2
+    never saw the block. Only A or B may lead next, and they must commit that very block."""
+    lead = leader(c)
+    term = c.nodes[lead].core.term  # type: ignore[union-attr]
+    d1, d2, a, b = ((term + k) % 5 for k in (1, 2, 3, 4))
+    c.partition([{lead, a, b}, {d1, d2}])
+    load(c, 2, at=d1, first_client=2)  # D1 has something to propose if it ever leads
+    c.run_until(c.now + 100)
+    height = c.nodes[lead].store.committed_height() + 1
+    load(c, 3, at=lead)
+    run_until(c, lambda: all(c.nodes[i].core.head().height == height for i in (a, b)), 100, 0.1)  # type: ignore[union-attr]
+    c.cut(lead, a)
+    c.cut(lead, b)  # the votes still reach L, its commit notices no longer reach A and B
+    run_until(c, lambda: c.nodes[lead].store.committed_height() == height, 100, 0.1)
+    assert c.nodes[a].store.committed_height() < height
+    c.partition([{lead}, {a, b, d1, d2}])
+    c.run_until(c.now + 8 * CFG.election_timeout_ms)
+
+
+def test_a_block_certified_only_at_the_old_leader_survives_behind_candidates() -> None:
+    c = cluster(5)
+    _commit_known_only_to_the_leader(c)
+    assert_safe(c)
+    c.heal()
+    c.run_until(c.now + 3000)
+    assert len(set(c.heights())) == 1
+    assert_safe(c)
+
+
+def test_the_checker_catches_a_broken_election_restriction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Head, "rank", lambda self: (0, 0))  # any candidate looks up to date
+    c = cluster(5)
+    _commit_known_only_to_the_leader(c)
+    assert any("different" in v for v in check_safety(c))
