@@ -16,9 +16,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from emrp2p.codec import to_plain
+from emrp2p.logs import get_logger
 from emrp2p.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -30,7 +29,7 @@ from emrp2p.rpc.errors import (
 
 __all__ = ["Call", "Observe", "handle_payload", "encode_json", "error_line", "notification_line"]
 
-log = structlog.get_logger("emrp2p.rpc")
+log = get_logger("emrp2p.rpc")
 
 Call = Callable[[str, Any], Awaitable[Any]]
 Observe = Callable[[str, int], None]

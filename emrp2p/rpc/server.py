@@ -9,9 +9,9 @@ import secrets
 import stat
 from typing import Any
 
-import structlog
 import trio
 
+from emrp2p.logs import get_logger
 from emrp2p.rpc.dispatcher import Dispatcher, Params
 from emrp2p.rpc.errors import BUSY, INVALID_REQUEST, RpcError, SubscriptionDropped
 from emrp2p.rpc.events import EventBus, Subscription
@@ -27,7 +27,7 @@ __all__ = [
     "MAX_SOCKET_PATH",
 ]
 
-log = structlog.get_logger("emrp2p.rpc")
+log = get_logger("emrp2p.rpc")
 
 DEFAULT_MAX_REQUEST_BYTES = 16 << 20
 DEFAULT_MAX_CONNECTIONS = 256
