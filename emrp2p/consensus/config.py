@@ -28,6 +28,8 @@ class Config:
     max_clock_drift_ms: int = 5000
     """A block timestamped further than this ahead of the follower's clock is refused."""
     sync_batch_blocks: int = 256
+    sync_max_bytes: int = 2 << 20
+    """A sync response stops near this many bytes (twice at most), well under the transport's frame cap."""
     sync_timeout_ms: int = 1000
     remember_txs: int = 200_000
     """How many recent committed / rejected / expired transaction ids are remembered for status and dedupe."""

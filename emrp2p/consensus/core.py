@@ -190,6 +190,10 @@ def membership_at(ledger: Ledger, state: KV, height: int) -> tuple[tuple[bytes, 
     return found
 
 
+_BLOCK_OVERHEAD = 1024
+"""Generous bytes per block besides its transactions (header, certificate, framing)."""
+
+
 class Core:
     """Raft-like ordering with a fixed leader per term (``validators[term % n]``)."""
 
@@ -897,18 +901,22 @@ class Core:
 
     def _on_sync_request(self, sender: bytes, m: SyncRequest) -> None:
         limit = min(m.max_blocks, self.cfg.sync_batch_blocks)
+        max_bytes = self.cfg.sync_max_bytes
         blocks: list[Block] = []
         certs: list[Certificate] = []
+        size = 0
         height = m.from_height
-        # Past the batch size, keep going to the next certified block, so the last one sent is proven.
-        while height <= self.committed_height and len(blocks) < 2 * limit:
+        # Past the batch size (in blocks or bytes), keep going to the next certified block, so the
+        # last one sent is proven; twice either limit is the hard stop.
+        while height <= self.committed_height and len(blocks) < 2 * limit and size < 2 * max_bytes:
             found = self._committed_block(height)
             if found is None:
                 break
             blocks.append(found[0])
+            size += _BLOCK_OVERHEAD + sum(len(tx.encoded) for tx in found[0].txs)
             if found[1] is not None:
                 certs.append(found[1])
-                if len(blocks) >= limit:
+                if len(blocks) >= limit or size >= max_bytes:
                     break
             height += 1
         self._send(sender, SyncResponse(self.committed_height, tuple(blocks), tuple(certs)))

@@ -111,10 +111,14 @@ def _run_one(nodes: int, kwargs: dict[str, Any], seed: int) -> RunResult:
 
 
 def run_many(nodes: int, seeds: Iterable[int], *, jobs: int = 1, **kwargs: Any) -> Iterator[RunResult]:
-    """Results in seed order; ``jobs`` > 1 spreads seeds over processes (each run stays deterministic)."""
+    """Results in seed order; ``jobs`` > 1 spreads seeds over processes (each run stays deterministic).
+
+    Workers are spawned, not forked: the caller may hold threads (the signature-verify pool),
+    and a fork taken while one of them holds a lock deadlocks the child.
+    """
     work = functools.partial(_run_one, nodes, kwargs)
     if jobs <= 1:
         yield from map(work, seeds)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         yield from pool.imap(work, seeds, chunksize=2)
