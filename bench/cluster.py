@@ -1,0 +1,593 @@
+"""Cluster throughput and latency: real ``emrp2pd`` daemons on loopback, signed load offered at rising rates.
+
+    python bench/cluster.py [--nodes 4] [--seconds 30] [--rates 1000,2000,4000,6000,8000,10000]
+                            [--set consensus.max_txs_per_block=4000 ...] [--no-reference]
+                            [--ref-seconds 13] [--profile DIR] [--keep]
+
+1. ``emrp2p testnet`` + N daemons (``emrp2p.cluster.LocalCluster``) in a temporary folder;
+   wait for a leader, let them idle, print each daemon's resident memory (VmRSS).
+2. Signed ``Noop`` transactions are made up front, in worker processes (one
+   fresh set of client identities per chunk, so nonces never collide), while
+   the daemons boot. Each node gets its own stream; a sender only ever talks
+   to one node, in nonce order.
+3. One submitter process per node offers its share of each step's rate
+   through ``tx.submit_many`` on that node's socket (paced every 20 ms; a
+   transaction answered ``busy`` is offered again first). One transaction in
+   20 is timed by a pool of waiter threads (own connections) calling
+   ``tx.status {wait: true}``: latency = submit call -> committed answer.
+   Committed tx/s is the sum of ``tx_count`` of the blocks a node committed
+   during the step (heights read at the step's start, after a short warm-up,
+   and at its end). CPU per daemon is utime+stime from /proc over the step
+   (% of one core). Between steps the pools are left to drain (not timed).
+   Stepping stops once committed tx/s grows by less than 5 % or the pool
+   answers busy; then one more step offers half the peak for latency.
+4. Reference: PySyncObj with N processes, each replica verifying every
+   transaction's Ed25519 signature as it applies it (``bench/pysyncobj_ref.py``).
+5. Last line: ``cluster_tx_per_s=<peak committed tx/s>``.
+
+``--profile DIR`` runs every daemon under cProfile (slower; figures are then
+not comparable), writes DIR/nodeI.prof and prints the top costs summed over
+the nodes (the leader role rotates, so every node leads part of the time).
+Every process started here is stopped (SIGTERM, then SIGKILL) on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing
+import os
+import pstats
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from emrp2p.cluster import LocalCluster, NodeProcess, wait_until  # noqa: E402
+from emrp2p.genesis import load_genesis  # noqa: E402
+from emrp2p.rpc.client import SyncRpcClient  # noqa: E402
+from emrp2p.rpc.errors import RpcError  # noqa: E402
+
+DEFAULT_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000]
+SAMPLE_EVERY = 20
+BATCH_INTERVAL = 0.02
+MAX_BATCH = 2000
+WAITERS_PER_NODE = 48
+CHUNK = 5000
+SENDERS_PER_CHUNK = 64
+IDLE_SECONDS = 3.0
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def main_thread_ticks(pid: int) -> int:
+    """CPU ticks of a process's main thread (the rest of ``cpu_ticks`` is its other threads)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    total = sum(v[:8])
+    return total - idle, total
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# --------------------------------------------------------------------------- signing (worker processes)
+
+
+def _sign_chunk(job: tuple[bytes, str, int, int]) -> list[str]:
+    from emrp2p.loadgen import TxFactory
+
+    chain_id, prefix, senders, n = job
+    return [tx.encoded.hex() for tx in TxFactory(chain_id, senders, prefix=prefix).make(n)]
+
+
+def presign(chain_id: bytes, nodes: int, per_node: int, workers: int) -> list[list[str]]:
+    chunks = (per_node + CHUNK - 1) // CHUNK
+    jobs = [
+        (chain_id, f"bench-{k}-{c}", SENDERS_PER_CHUNK, min(CHUNK, per_node - c * CHUNK))
+        for c in range(chunks)
+        for k in range(nodes)
+    ]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        out = pool.map(_sign_chunk, jobs, chunksize=1)
+    streams: list[list[str]] = [[] for _ in range(nodes)]
+    for (_, prefix, _, _), txs in zip(jobs, out, strict=True):
+        streams[int(prefix.split("-")[1])].extend(txs)
+    return streams
+
+
+# --------------------------------------------------------------------------- submitter (one process per node)
+
+
+class _Waiters:
+    """Threads with their own connections, each waiting for one sampled transaction at a time."""
+
+    def __init__(self, socket_path: str, n: int) -> None:
+        self.q: queue.Queue[tuple[str, float, float] | None] = queue.Queue()
+        self.results: list[tuple[float, float, str]] = []
+        self.socket_path = socket_path
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        client: SyncRpcClient | None = None
+        while True:
+            item = self.q.get()
+            if item is None:
+                self.q.task_done()
+                break
+            tx_id, t_call, t_ret = item
+            try:
+                if client is None:
+                    client = SyncRpcClient(self.socket_path, timeout=40)
+                t_start = time.monotonic()
+                r = client.call("tx.status", {"tx_id": tx_id, "wait": True, "timeout": 30})
+                t_done = time.monotonic()
+                self.results.append((t_done - t_call, t_start - t_ret, r.get("status", "?")))
+            except (OSError, RpcError, ConnectionError, TimeoutError) as e:
+                self.results.append((float("nan"), 0.0, f"error:{type(e).__name__}"))
+                if client is not None:
+                    client.close()
+                client = None
+            finally:
+                self.q.task_done()
+
+    def put(self, tx_id: str, t_call: float, t_ret: float) -> None:
+        self.q.put((tx_id, t_call, t_ret))
+
+    def drain(self, timeout: float) -> list[tuple[float, float, str]]:
+        deadline = time.monotonic() + timeout
+        while self.q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out, self.results = self.results, []
+        return out
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.q.put(None)
+
+
+def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
+    client = SyncRpcClient(socket_path, timeout=60)
+    waiters = _Waiters(socket_path, WAITERS_PER_NODE)
+    pos = 0
+    retry: deque[int] = deque()
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd["op"] == "quit":
+                break
+            rate = float(cmd["rate"])
+            seconds = float(cmd["seconds"])
+            target = max(1, int(rate * BATCH_INTERVAL))
+            st: dict[str, Any] = {
+                "offered": 0,
+                "accepted": 0,
+                "duplicate": 0,
+                "invalid": 0,
+                "busy": 0,
+                "calls": 0,
+                "exhausted": False,
+            }
+            time.sleep(max(0.0, cmd["start_at"] - time.monotonic()))
+            t0 = time.monotonic()
+            end = t0 + seconds
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                due = int(rate * (now - t0)) - st["offered"]
+                if due < target and not retry:
+                    time.sleep(max(0.0, min(end, t0 + (st["offered"] + target) / rate) - now))
+                    continue
+                batch: list[int] = []
+                while retry and len(batch) < MAX_BATCH:
+                    batch.append(retry.popleft())
+                take = max(0, min(due, MAX_BATCH - len(batch), len(txs) - pos))
+                batch.extend(range(pos, pos + take))
+                pos += take
+                st["offered"] += take
+                if not batch:
+                    st["exhausted"] = True
+                    break
+                t_call = time.monotonic()
+                results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
+                t_ret = time.monotonic()
+                st["calls"] += 1
+                busy = False
+                for i, r in zip(batch, results, strict=True):
+                    s = r["status"]
+                    if s == "accepted":
+                        st["accepted"] += 1
+                        if i % SAMPLE_EVERY == 0:
+                            waiters.put(r["tx_id"], t_call, t_ret)
+                    elif s == "busy":
+                        st["busy"] += 1
+                        retry.append(i)
+                        busy = True
+                    elif s == "duplicate":
+                        st["duplicate"] += 1
+                    else:
+                        st["invalid"] += 1
+                if busy:
+                    time.sleep(BATCH_INTERVAL)
+            st["elapsed"] = time.monotonic() - t0
+            st["retry_left"] = len(retry)
+            st["samples"] = waiters.drain(timeout=35)
+            conn.send(st)
+    finally:
+        waiters.close()
+        client.close()
+
+
+class Submitter:
+    def __init__(self, socket_path: str, txs: list[str]) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_submitter, args=(child, socket_path, txs), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send({"op": "quit"})
+        self.proc.join(3)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+# --------------------------------------------------------------------------- profiled daemons
+
+
+PROFILE_WRAPPER = """
+import cProfile, runpy, signal, sys
+out = sys.argv.pop(1)
+prof = cProfile.Profile()
+n = [0]
+def on(*_):
+    prof.enable()
+def off(*_):
+    prof.disable()
+    prof.dump_stats(f"{out}.{n[0]}")
+    n[0] += 1
+    prof.clear()
+signal.signal(signal.SIGUSR1, on)
+signal.signal(signal.SIGUSR2, off)
+sys.argv[0] = "emrp2pd"
+runpy.run_module("emrp2p.cli.daemon", run_name="__main__", alter_sys=True)
+"""
+
+
+class ProfiledNode(NodeProcess):
+    """The daemon ``NodeProcess.start`` runs, with a main-thread cProfile switched on by SIGUSR1
+    and off (dumped to ``OUT.<k>``, k counting from 0) by SIGUSR2: only the timed steps are seen."""
+
+    def __init__(self, base: NodeProcess, out: Path) -> None:
+        super().__init__(base.dir, extra_args=base.extra_args, log_level=base.log_level)
+        self.out = out
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        cmd = [
+            sys.executable, "-c", PROFILE_WRAPPER, str(self.out),
+            "--config", str(self.config), "--log-format", "json", "--log-level", self.log_level,
+            *self.extra_args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+
+def print_profile(files: list[Path], top: int = 30) -> None:
+    present = [str(f) for f in files if f.exists()]
+    if not present:
+        print("profile: no output written")
+        return
+    stats = pstats.Stats(present[0], stream=io.StringIO())
+    for f in present[1:]:
+        stats.add(f)
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        stats.stream = buf  # type: ignore[attr-defined]
+        stats.sort_stats(key).print_stats(top)
+        lines = buf.getvalue().splitlines()
+        start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+        print(f"--- profile (main threads of {len(present)} daemons), top {top} by {key} ---")
+        for ln in lines[start : start + top + 1]:
+            print(ln.replace(str(Path(sys.prefix)), "<venv>").rstrip())
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, subs: list[Submitter], measure: NodeProcess) -> None:
+        self.cluster = cluster
+        self.subs = subs
+        self.measure = measure
+        self.client = SyncRpcClient(measure.socket, timeout=30)
+        self.clients = [SyncRpcClient(n.socket, timeout=30) for n in cluster.nodes]
+
+    def signal_profilers(self, sig: int) -> None:
+        for nd in self.cluster.nodes:
+            if isinstance(nd, ProfiledNode):
+                nd.signal(sig)
+
+    def height(self) -> int:
+        return int(self.client.call("node.status")["height"])
+
+    def net_and_term(self) -> tuple[int, int]:
+        """Bytes sent by all nodes so far, and the highest term any node is in."""
+        st = [c.call("node.status") for c in self.clients]
+        return sum(int(x["net"]["bytes_out"]) for x in st), max(int(x["term"]) for x in st)
+
+    def pending(self) -> list[int]:
+        return [int(c.call("node.status")["pending"]) for c in self.clients]
+
+    def step(self, rate: float, seconds: float) -> dict[str, Any]:
+        n = len(self.subs)
+        start_at = time.monotonic() + 0.3
+        for s in self.subs:
+            s.conn.send({"op": "step", "rate": rate / n, "seconds": seconds, "start_at": start_at})
+        daemons = [nd.pid for nd in self.cluster.nodes]
+        clients = [s.proc.pid for s in self.subs if s.proc.pid is not None] + [os.getpid()]
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        self.signal_profilers(signal.SIGUSR1)
+        c0 = [cpu_ticks(p) for p in daemons]
+        t0m = [main_thread_ticks(p) for p in daemons]
+        k0 = sum(cpu_ticks(p) for p in clients)
+        m0 = machine_busy()
+        w0 = time.monotonic()
+        warm = min(0.5, seconds / 5)
+        time.sleep(max(0.0, start_at + warm - time.monotonic()))
+        h0, t_h0 = self.height(), time.monotonic()
+        b0, term0 = self.net_and_term()
+        time.sleep(max(0.0, start_at + seconds - time.monotonic()))
+        h1, t_h1 = self.height(), time.monotonic()
+        b1, term1 = self.net_and_term()
+        c1 = [cpu_ticks(p) for p in daemons]
+        t1m = [main_thread_ticks(p) for p in daemons]
+        self.signal_profilers(signal.SIGUSR2)
+        k1 = sum(cpu_ticks(p) for p in clients)
+        m1 = machine_busy()
+        w1 = time.monotonic()
+        results = []
+        for s in self.subs:
+            if not s.conn.poll(seconds + 60):
+                raise TimeoutError("a submitter did not report")
+            results.append(s.conn.recv())
+        committed = sum(
+            int(self.client.call("chain.block", {"height": h})["tx_count"]) for h in range(h0 + 1, h1 + 1)
+        )
+        # Let the pools drain before the next step (not timed).
+        t_drain = time.monotonic()
+        left = self.pending()
+        while sum(left) and time.monotonic() - t_drain < 15:
+            time.sleep(0.1)
+            left = self.pending()
+        wall = w1 - w0
+        samples = [x for r in results for x in r["samples"]]
+        lat = [x[0] for x in samples if x[2] == "committed"]
+        ours = sum(c1) - sum(c0) + (k1 - k0)
+        cpu_machine = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * (os.cpu_count() or 1)
+        return {
+            "rate": rate,
+            "offered": sum(r["offered"] for r in results) / max(r["elapsed"] for r in results),
+            "committed": committed / (t_h1 - t_h0),
+            "blocks": h1 - h0,
+            "term_changes": term1 - term0,
+            "wire_per_tx": (b1 - b0) / committed if committed else float("nan"),
+            "p50_ms": 1000 * pct(lat, 0.5),
+            "p99_ms": 1000 * pct(lat, 0.99),
+            "samples": len(lat),
+            "not_committed": len(samples) - len(lat),
+            "late": sum(1 for x in samples if x[1] > 0.02),
+            "busy": sum(r["busy"] for r in results),
+            "invalid": sum(r["invalid"] for r in results),
+            "duplicate": sum(r["duplicate"] for r in results),
+            "exhausted": any(r["exhausted"] for r in results),
+            "cpu": [100.0 * (b - a) / HZ / wall for a, b in zip(c0, c1, strict=True)],
+            "main_cpu": [100.0 * (b - a) / HZ / wall for a, b in zip(t0m, t1m, strict=True)],
+            "client_cpu": 100.0 * (k1 - k0) / HZ / wall,
+            "others_cpu": max(0.0, cpu_machine - 100.0 * ours / HZ / wall),
+            "drain_s": time.monotonic() - t_drain,
+            "left": sum(left),
+        }
+
+
+def fmt_step(label: str, r: dict[str, Any]) -> str:
+    return (
+        f"{label:>9} offered={r['rate']:>6.0f} tx/s (actual {r['offered']:.0f})  committed={r['committed']:>6.0f} tx/s"
+        f" ({r['blocks']} blocks, {r['term_changes']} term changes, {r['wire_per_tx']:.0f} B sent/tx)  p50={r['p50_ms']:.0f} ms p99={r['p99_ms']:.0f} ms (n={r['samples']}, late={r['late']},"
+        f" not_committed={r['not_committed']})  busy={r['busy']}  invalid={r['invalid']}"
+        f"  cpu%/node={[round(x) for x in r['cpu']]} (main thread {[round(x) for x in r['main_cpu']]})  client={r['client_cpu']:.0f}%"
+        f"  others={r['others_cpu']:.0f}%  drain={r['drain_s']:.1f}s"
+        + (f" left={r['left']}" if r["left"] else "")
+        + (" EXHAUSTED" if r["exhausted"] else "")
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=30.0, help="load time, split over the steps")
+    p.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.OPTION=VALUE", help="daemon override"
+    )
+    p.add_argument("--no-reference", action="store_true", help="skip the PySyncObj reference")
+    p.add_argument(
+        "--ref-seconds", type=float, default=13.0, help="PySyncObj load time (flat out, then half)"
+    )
+    p.add_argument("--profile", type=Path, help="run the daemons under cProfile, writing DIR/nodeI.prof")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    a = p.parse_args()
+    if not 1 <= a.nodes <= 16 or not 1 <= a.seconds <= 600:
+        p.error("--nodes 1..16, --seconds 1..600")
+    rates = [float(x) for x in a.rates.split(",") if x.strip()]
+    step_s = a.seconds / (len(rates) + 1)
+    extra: list[str] = []
+    for s in a.set:
+        extra += ["--set", s]
+    t_begin = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="emrp2p-bench-"))
+    cluster: LocalCluster | None = None
+    subs: list[Submitter] = []
+    steps: list[dict[str, Any]] = []
+    ref: dict[str, Any] = {}
+    try:
+        cluster = LocalCluster(tmp / "net", a.nodes, extra_args=extra)
+        if a.profile is not None:
+            a.profile.mkdir(parents=True, exist_ok=True)
+            cluster.nodes = [
+                ProfiledNode(nd, a.profile.resolve() / f"{nd.name}.prof") for nd in cluster.nodes
+            ]
+        chain_id = load_genesis(tmp / "net" / "genesis.json").chain_id
+        for nd in cluster.nodes:
+            nd.start()
+        # Sign while the daemons boot; nothing is timed yet.
+        per_node = int(step_s * (sum(rates) + max(rates) / 2) / a.nodes * 1.1) + 500
+        t = time.monotonic()
+        streams = presign(chain_id, a.nodes, per_node, max(1, os.cpu_count() or 1))
+        print(
+            f"pre-signed {per_node * a.nodes} transactions ({per_node} per node) in {time.monotonic() - t:.1f} s",
+            flush=True,
+        )
+        for nd in cluster.nodes:
+            nd.wait_ready(60)
+        leader = wait_until(cluster.leader, 60, "a leader", interval=0.1)
+        print(
+            f"{a.nodes} daemons up, leader {leader.name} ({time.monotonic() - t_begin:.1f} s since start)",
+            flush=True,
+        )
+        time.sleep(IDLE_SECONDS)
+        rss = [rss_mb(nd.pid) for nd in cluster.nodes]
+        print(f"idle_rss_mb={[round(x, 1) for x in rss]} max={max(rss):.1f} (target <= 150)", flush=True)
+
+        subs = [Submitter(str(nd.socket), streams[k]) for k, nd in enumerate(cluster.nodes)]
+        samples_for_ref = streams[0][:20000]
+        del streams
+        bench = Bench(cluster, subs, cluster.nodes[0])
+        print(
+            f"steps of {step_s:.1f} s; latency sampled 1 in {SAMPLE_EVERY}; CPU in % of one core", flush=True
+        )
+        best = 0.0
+        for i, rate in enumerate(rates):
+            r = bench.step(rate, step_s)
+            steps.append(r)
+            print(fmt_step(f"step {i + 1}", r), flush=True)
+            grew = r["committed"] >= best * 1.05
+            best = max(best, r["committed"])
+            if r["busy"] or not grew or r["exhausted"]:
+                break
+        peak = max(steps, key=lambda r: r["committed"])
+        half = bench.step(round(peak["committed"] / 2), step_s)
+        print(fmt_step("half-peak", half), flush=True)
+        rss_after = [rss_mb(nd.pid) for nd in cluster.nodes]
+        print(f"rss_after_load_mb={[round(x, 1) for x in rss_after]}", flush=True)
+        for s in subs:
+            s.stop()
+        subs = []
+        for c in [bench.client, *bench.clients]:
+            c.close()
+        cluster.stop()
+        if a.profile is not None:
+            k = steps.index(peak)
+            print(f"profile of the peak step (step {k + 1}, {peak['rate']:.0f} tx/s offered):")
+            print_profile([Path(f"{nd.out}.{k}") for nd in cluster.nodes if isinstance(nd, ProfiledNode)])
+        elif not a.no_reference:
+            from emrp2p.codec import decode
+            from emrp2p.ledger.types import Tx
+
+            triples = []
+            for h in samples_for_ref:
+                tx = decode(Tx, bytes.fromhex(h))
+                triples.append((tx.sender, tx.signing_bytes(chain_id), tx.signature))
+            from pysyncobj_ref import run_reference
+
+            ref = run_reference(
+                triples, tmp / "pysyncobj", nodes=a.nodes, flat_seconds=a.ref_seconds * 0.6,
+                half_seconds=a.ref_seconds * 0.4, log=lambda m: print(m, flush=True),
+            )  # fmt: skip
+        # ------------------------------------------------------------------ summary
+        ours = peak["committed"]
+        print("--- summary ---")
+        print(
+            f"emrp2pd x{a.nodes}: peak committed {ours:.0f} tx/s at offered {peak['rate']:.0f}"
+            f" (p50 {peak['p50_ms']:.0f} ms, p99 {peak['p99_ms']:.0f} ms, cpu%/node {[round(x) for x in peak['cpu']]});"
+            f" at half peak ({half['rate']:.0f} tx/s): p50 {half['p50_ms']:.0f} ms, p99 {half['p99_ms']:.0f} ms"
+            f" (targets <= 50 / <= 250 ms: {'met' if half['p50_ms'] <= 50 and half['p99_ms'] <= 250 else 'NOT met'});"
+            f" idle RSS max {max(rss):.0f} MB ({'met' if max(rss) <= 150 else 'NOT met'})"
+        )
+        if ref:
+            theirs = ref["peak_ops_per_s"]
+            print(
+                f"pysyncobj x{a.nodes} (Ed25519 verify per replica, defaults): {theirs:.0f} ops/s applied on the leader;"
+                f" half peak p50 {ref['half']['p50_ms']:.0f} ms, p99 {ref['half']['p99_ms']:.0f} ms"
+            )
+            print(f"ratio_vs_pysyncobj={ours / theirs:.2f}" if theirs > 0 else "ratio_vs_pysyncobj=nan")
+        print(f"total wall time {time.monotonic() - t_begin:.0f} s")
+        print(f"cluster_tx_per_s={ours:.0f}", flush=True)
+    finally:
+        for s in subs:
+            with contextlib.suppress(Exception):
+                s.stop()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.stop()
+            cluster.kill_all()
+        if a.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
