@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str, name: str = "emrp2pd.toml") -> Path:
 def test_an_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, ""))
     assert cfg.consensus.election_timeout_ms == 1000 and cfg.consensus.heartbeat_ms == 150
-    assert cfg.rpc.mode == 0o600 and cfg.rpc.group == ""
+    assert cfg.rpc.mode == 0 and cfg.rpc.group == ""
     assert cfg.metrics.host == "127.0.0.1" and cfg.metrics.port == 0
     assert cfg.log.format == "console" and cfg.p2p.peers == []
 

@@ -54,7 +54,7 @@ def node_settings(cfg: NodeConfig):  # type: ignore[no-untyped-def]
         ),
         net=NetConfig(chain_id=genesis.chain_id.hex()[:16], max_frame=cfg.p2p.max_frame),
         rpc_socket=cfg.socket_path,
-        rpc_mode=cfg.rpc.mode,
+        rpc_mode=cfg.rpc.mode or None,
         rpc_group=cfg.rpc.group or None,
         metrics_listen=(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None,
     )

@@ -25,7 +25,7 @@ Example (``emrp2p testnet`` writes one per node)::
 
     [rpc]
     socket = "emrp2pd.sock"       # in the datadir by default
-    mode = 0o600                  # or 0o660 with group
+    mode = 0                      # 0: 0o600, or 0o660 when a group is named
     group = ""                    # a group name, or "" for none
 
     [metrics]
@@ -106,7 +106,8 @@ class ConsensusSection:
 @dataclass
 class RpcSection:
     socket: str = "emrp2pd.sock"
-    mode: int = 0o600
+    mode: int = 0
+    """0 picks 0o600, or 0o660 when ``group`` is set."""
     group: str = ""
 
 
