@@ -9,7 +9,6 @@ and its listener close, the RPC socket file is removed, and the process exits
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 
@@ -17,6 +16,7 @@ import trio
 
 from emrp2p.logs import configure_logging, get_logger
 from emrp2p.node.config import ConfigError, NodeConfig, add_override_arguments, config_from_args
+from emrp2p.node.node import NodeSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def node_settings(cfg: NodeConfig):  # type: ignore[no-untyped-def]
+def node_settings(cfg: NodeConfig) -> NodeSettings:
     """The ``NodeSettings`` described by a loaded configuration (imports libp2p)."""
     from emrp2p.consensus import Config
     from emrp2p.crypto.keyfile import load_node_key
     from emrp2p.genesis import load_genesis
     from emrp2p.net import NetConfig
-    from emrp2p.node.node import NodeSettings
 
     genesis = load_genesis(cfg.path(cfg.node.genesis))
     c = cfg.consensus
@@ -60,10 +59,10 @@ def node_settings(cfg: NodeConfig):  # type: ignore[no-untyped-def]
     )
 
 
-async def run_node(cfg: NodeConfig) -> None:
+async def run_node(settings: NodeSettings) -> None:
     from emrp2p.node.node import Node
 
-    node = Node(node_settings(cfg))
+    node = Node(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
@@ -85,8 +84,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emrp2pd: {e}", file=sys.stderr)
         return 2
     configure_logging(json=cfg.log.format == "json", level=cfg.log.level)
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run_node, cfg)
+    from emrp2p.crypto.keyfile import KeyFileError
+    from emrp2p.genesis import GenesisFileError
+    from emrp2p.net import PortInUse
+    from emrp2p.rpc.server import SocketInUse
+    from emrp2p.store.lmdb_store import StoreError
+
+    startup_errors = (KeyFileError, GenesisFileError, PortInUse, SocketInUse, StoreError, ValueError)
+    try:
+        trio.run(run_node, node_settings(cfg))
+    except KeyboardInterrupt:
+        return 0
+    except startup_errors as e:
+        print(f"emrp2pd: cannot run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(startup_errors)
+        if matched is None or rest is not None:
+            raise
+        for e in matched.exceptions:
+            print(f"emrp2pd: cannot run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
