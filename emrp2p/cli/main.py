@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "emrp2p.cli.keys",
     "emrp2p.cli.chain",
     "emrp2p.cli.testnet",
+    "emrp2p.cli.node_commands",
 ]
 
 
@@ -21,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emrp2p", description="emrp2p: hospital record-sharing network")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
