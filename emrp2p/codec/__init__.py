@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -86,6 +87,8 @@ class Limits:
 
 
 _REGISTRY: dict[int, type[Any]] = {}
+_PLAIN: dict[type[Any], tuple[tuple[str, ...], tuple[Callable[[Any], Any], ...]]] = {}
+"""Wire types with no __post_init__ or slots: decoded without calling their __init__."""
 _PLANS: dict[type[Any], tuple[int, tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...]]] = {}
 
 T = TypeVar("T")
@@ -125,6 +128,8 @@ def _plan(cls: type[Any]) -> tuple[int, tuple[tuple[str, Callable[[Any], Any], C
         fields.append((f.name, enc, dec))
     plan = (tag, tuple(fields))
     _PLANS[cls] = plan
+    if not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"):
+        _PLAIN[cls] = (tuple(f[0] for f in fields), tuple(f[2] for f in fields))
     return plan
 
 
@@ -253,11 +258,23 @@ def _from_prim(v: Any) -> Any:
     _, fields = _plan(cls)
     if len(v) != len(fields) + 1:
         raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
-    kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:])}
+    plain = _PLAIN.get(cls)
+    if plain is not None:
+        # Every field is checked by its decoder; skip the frozen dataclass __init__ (one
+        # object.__setattr__ per field), the hottest cost of decoding a block.
+        names, decoders = plain
+        obj = object.__new__(cls)
+        _set_dict(obj, dict(zip(names, map(operator.call, decoders, v[1:]), strict=True)))
+        return obj
+    kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:], strict=True)}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise SchemaMismatch(f"{cls.__name__}: {e}") from None
+
+
+def _set_dict(obj: Any, d: dict[str, Any]) -> None:
+    object.__setattr__(obj, "__dict__", d)
 
 
 class WireBase:
