@@ -54,6 +54,7 @@ class NodeProcess:
         self.extra_args = list(extra_args)
         self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
+        self._terminating = False
 
     @property
     def name(self) -> str:
@@ -62,6 +63,7 @@ class NodeProcess:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"{self.name} is already running")
+        self._terminating = False
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         cmd = [
             sys.executable,
@@ -101,13 +103,15 @@ class NodeProcess:
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
+            self._terminating = sig == signal.SIGTERM
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code (SIGKILL if it does not stop in time)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not self._terminating:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -63,6 +63,10 @@ async def run_node(settings: NodeSettings) -> None:
     from emrp2p.node.node import Node
 
     node = Node(settings)
+    # The receiver restores the handlers it found when it exits: with these ignored, a second
+    # SIGTERM during the last steps of shutdown cannot kill the process half-way.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)

@@ -117,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
                 while t.is_alive():
                     t.join(0.5)
                     live.update(_table(cluster, accepted[0], started))
+                wait_until(
+                    lambda: all(n.rpc("node.status")["pending"] == 0 for n in cluster.nodes),
+                    60,
+                    "every pool to drain",
+                )
                 head = wait_until(lambda: _converged(cluster), 60, "every node at the same head")
                 live.update(_table(cluster, accepted[0], started))
             if errors:
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             if any(codes):
                 console.print(f"[red]unclean shutdown, exit codes {codes}")
                 return 1
-            print(f"committed {accepted[0]} transactions; chains identical and verified")
+            print(f"{accepted[0]} transactions accepted and committed; chains identical and verified")
             print("devnet ok")
             return 0
         t = threading.Thread(target=load, args=(float("inf"),), daemon=True)
