@@ -34,9 +34,9 @@ from emrp2p.consensus import (
     TxRejected,
 )
 from emrp2p.crypto import Identity
-from emrp2p.ledger.execute import Ledger
 from emrp2p.ledger.types import Block, Certificate, Genesis, Member, Noop, Payload, Tx, Vote, sign_tx
 from emrp2p.ledger.types import Role as MemberRole
+from emrp2p.sim.memo import MemoLedger
 from emrp2p.sim.network import LinkProfile, Network
 from emrp2p.store.memory import MemoryStore
 
@@ -127,7 +127,7 @@ class Cluster:
             for i, ident in enumerate(identities)
         )
         self.genesis = Genesis("sim", 0, members)
-        self.ledger = Ledger(self.genesis)
+        self.ledger = MemoLedger(self.genesis)
         self.chain_id = self.ledger.chain_id
         self.net = Network(self.rng, len(identities), default=link or LinkProfile())
         self.nodes = [SimNode(i, ident, MemoryStore()) for i, ident in enumerate(identities)]
