@@ -23,7 +23,9 @@ def genesis_to_json(genesis: Genesis) -> str:
     doc = {
         "network": genesis.network,
         "timestamp_ms": genesis.timestamp_ms,
-        "members": [{"node": m.node.hex(), "name": m.name, "role": m.role.name.lower()} for m in genesis.members],
+        "members": [
+            {"node": m.node.hex(), "name": m.name, "role": m.role.name.lower()} for m in genesis.members
+        ],
         "chain_id": genesis.chain_id.hex(),
     }
     return json.dumps(doc, indent=2) + "\n"
@@ -33,7 +35,8 @@ def genesis_from_json(text: str) -> Genesis:
     try:
         doc: dict[str, Any] = json.loads(text)
         members = tuple(
-            Member(bytes.fromhex(m["node"]), str(m["name"]), Role[str(m["role"]).upper()]) for m in doc["members"]
+            Member(bytes.fromhex(m["node"]), str(m["name"]), Role[str(m["role"]).upper()])
+            for m in doc["members"]
         )
         genesis = Genesis(str(doc["network"]), int(doc["timestamp_ms"]), members)
     except (ValueError, KeyError, TypeError) as e:
@@ -47,7 +50,9 @@ def genesis_from_json(text: str) -> Genesis:
         raise GenesisFileError("a node key appears twice in genesis")
     claimed = doc.get("chain_id")
     if claimed is not None and claimed != genesis.chain_id.hex():
-        raise GenesisFileError(f"chain_id in file {claimed} does not match its contents {genesis.chain_id.hex()}")
+        raise GenesisFileError(
+            f"chain_id in file {claimed} does not match its contents {genesis.chain_id.hex()}"
+        )
     return genesis
 
 

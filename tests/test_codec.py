@@ -54,6 +54,9 @@ NO_LIMITS = Limits()
 
 
 def strategy_for(tp: Any, limits: Limits = NO_LIMITS) -> st.SearchStrategy[Any]:
+    if typing.get_origin(tp) is typing.Annotated:
+        found = [m for m in typing.get_args(tp)[1:] if isinstance(m, Limits)]
+        return strategy_for(typing.get_args(tp)[0], found[0] if found else limits)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool:
         return st.booleans()
@@ -80,7 +83,7 @@ def strategy_for(tp: Any, limits: Limits = NO_LIMITS) -> st.SearchStrategy[Any]:
     if tp is lt.Payload:
         return st.one_of([strategy_for(c) for c in _payload_classes()])
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
+        hints = typing.get_type_hints(tp, include_extras=True)
         fields = {
             f.name: strategy_for(hints[f.name], f.metadata.get("limits", Limits()))
             for f in dataclasses.fields(tp)

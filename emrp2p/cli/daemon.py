@@ -99,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run_node, node_settings(cfg))
     except KeyboardInterrupt:
         return 0
-    except startup_errors as e:
-        print(f"emrp2pd: cannot run: {type(e).__name__}: {e}", file=sys.stderr)
+    except startup_errors as error:
+        print(f"emrp2pd: cannot run: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     except BaseExceptionGroup as group:
         matched, rest = group.split(startup_errors)
         if matched is None or rest is not None:
             raise
-        for e in matched.exceptions:
-            print(f"emrp2pd: cannot run: {type(e).__name__}: {e}", file=sys.stderr)
+        for exc in matched.exceptions:
+            print(f"emrp2pd: cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -73,7 +73,7 @@ def _table(cluster: LocalCluster, committed: int, started: float) -> Table:
 
 
 def _converged(cluster: LocalCluster) -> dict[str, Any] | None:
-    heads = [n.rpc("chain.head", timeout=5.0) for n in cluster.nodes]
+    heads: list[dict[str, Any]] = [n.rpc("chain.head", timeout=5.0) for n in cluster.nodes]
     if len({(h["height"], h["hash"], h["state_root"]) for h in heads}) == 1:
         return heads[0]
     return None

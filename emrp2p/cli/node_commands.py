@@ -77,7 +77,7 @@ def _submit_params(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _socket(a: argparse.Namespace) -> Path:
-    return a.socket if a.socket is not None else a.datadir / SOCKET_NAME
+    return Path(a.socket) if a.socket is not None else Path(a.datadir) / SOCKET_NAME
 
 
 def _run(a: argparse.Namespace) -> int:

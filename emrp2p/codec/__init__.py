@@ -17,7 +17,7 @@ import operator
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import cbor2
 
@@ -103,7 +103,7 @@ def wire(tag: int) -> Callable[[type[T]], type[T]]:
         if tag in _REGISTRY and _REGISTRY[tag] is not cls:
             raise TypeError(f"wire tag {tag} already used by {_REGISTRY[tag].__name__}")
         _REGISTRY[tag] = cls
-        cls._wire_tag = tag  # type: ignore[attr-defined]
+        setattr(cls, "_wire_tag", tag)  # noqa: B010 - a class attribute the codec reads back
         return cls
 
     return register
@@ -120,7 +120,7 @@ def _plan(cls: type[Any]) -> tuple[int, tuple[tuple[str, Callable[[Any], Any], C
     tag = getattr(cls, "_wire_tag", None)
     if tag is None or _REGISTRY.get(tag) is not cls:
         raise UnknownType(f"{cls.__name__} is not a registered wire type")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = []
     for f in dataclasses.fields(cls):
         limits = f.metadata.get("limits", Limits())
@@ -140,6 +140,9 @@ def _identity(v: Any) -> Any:
 def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        found = [m for m in args[1:] if isinstance(m, Limits)]
+        return _converters(args[0], found[0] if found else limits, where)
     if tp is bool:
 
         def dec_bool(v: Any) -> bool:
@@ -213,7 +216,8 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
         raise TypeError(f"{where}: only Optional unions are supported; use a base class")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         base = tp
-        exact_cls = getattr(tp, "_wire_tag", None) is not None and _REGISTRY.get(tp._wire_tag) is tp
+        tag = getattr(tp, "_wire_tag", None)
+        exact_cls = tag is not None and _REGISTRY.get(tag) is tp
 
         def enc_record(v: Any) -> Any:
             return _to_prim(v)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from emrp2p.codec import Limits, WireBase, wire
-from emrp2p.ledger.types import HASH, KEY, NONNEG, SIG, Block, BlockHeader, Certificate, Tx, Vote
+from emrp2p.ledger.types import Block, BlockHeader, Certificate, Hash, Key, NonNeg, Sig, Tx, Vote
 
 __all__ = [
     "Message",
@@ -41,9 +41,9 @@ class Message(WireBase):
 class Head:
     """The tip of a node's chain counting accepted blocks: compared by (term, height) as in Raft."""
 
-    term: int = NONNEG()
-    height: int = NONNEG()
-    block_hash: bytes = HASH()
+    term: NonNeg
+    height: NonNeg
+    block_hash: Hash
 
     def rank(self) -> tuple[int, int]:
         return (self.term, self.height)
@@ -55,7 +55,7 @@ class Propose(Message):
     """The leader of ``term`` sends a block: a new one of its own term, or an older
     term's accepted block that it carries forward."""
 
-    term: int = NONNEG()
+    term: NonNeg
     block: Block
 
 
@@ -70,7 +70,7 @@ class BlockVote(Message):
 class CommitNotice(Message):
     """A certificate: its block and every ancestor are committed."""
 
-    term: int = NONNEG()
+    term: NonNeg
     cert: Certificate
 
 
@@ -83,9 +83,9 @@ class TermVote(Message):
     ``term`` counts it as a grant when ``head`` is no more up to date than its own.
     """
 
-    term: int = NONNEG()
+    term: NonNeg
     head: Head
-    committed_height: int = NONNEG()
+    committed_height: NonNeg
 
 
 @wire(204)
@@ -93,8 +93,8 @@ class TermVote(Message):
 class Heartbeat(Message):
     """Leader liveness, its head (so followers can ask for what they miss) and its latest certificate."""
 
-    term: int = NONNEG()
-    committed_height: int = NONNEG()
+    term: NonNeg
+    committed_height: NonNeg
     head: Head
     cert: Certificate | None = None
 
@@ -104,8 +104,8 @@ class Heartbeat(Message):
 class Status(Message):
     """A node's view: reply to a heartbeat whose head differs, or to a message from an older term."""
 
-    term: int = NONNEG()
-    committed_height: int = NONNEG()
+    term: NonNeg
+    committed_height: NonNeg
     head: Head
 
 
@@ -124,7 +124,7 @@ class SyncResponse(Message):
     """Consecutive committed blocks and certificates proving them; ``committed_height`` is the
     responder's, so the requester knows whether to ask for more."""
 
-    committed_height: int = NONNEG()
+    committed_height: NonNeg
     blocks: tuple[Block, ...] = field(default=(), metadata={"limits": Limits(max_len=4096)})
     certs: tuple[Certificate, ...] = field(default=(), metadata={"limits": Limits(max_len=4096)})
 
@@ -146,11 +146,11 @@ class HardState:
     is enough to refuse any second, different vote for a (term, height).
     """
 
-    term: int = NONNEG()
-    vote_term: int = NONNEG()
-    vote_height: int = NONNEG()
-    vote_hash: bytes = HASH()
-    leader: bytes = KEY()
+    term: NonNeg
+    vote_term: NonNeg
+    vote_height: NonNeg
+    vote_hash: Hash
+    leader: Key
     """The leader this node follows in ``term`` (fixed when it entered the term): a node sends
     its term vote to one candidate per term only, even when a membership change moves the
     rotation under it."""
@@ -181,11 +181,11 @@ class VoteEquivocation(Evidence):
 @wire(231)
 @dataclass(frozen=True)
 class ProposalEquivocation(Evidence):
-    proposer: bytes = KEY()
+    proposer: Key
     first: BlockHeader
-    first_signature: bytes = SIG()
+    first_signature: Sig
     second: BlockHeader
-    second_signature: bytes = SIG()
+    second_signature: Sig
 
     @property
     def offender(self) -> bytes:

@@ -13,44 +13,21 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Annotated
 
 from emrp2p.codec import Limits, WireBase, encode, wire
 from emrp2p.crypto import Identity, sha256, verify
 
-
-
-def _limited(**limits: int) -> Any:
-    return field(metadata={"limits": Limits(**limits)})
-
-
-def KEY() -> Any:
-    return _limited(exact_len=32)
-
-
-def HASH() -> Any:
-    return _limited(exact_len=32)
-
-
-def SIG() -> Any:
-    return _limited(exact_len=64)
-
-
-def ID16() -> Any:
-    return _limited(exact_len=16)
-
-
-def NONNEG() -> Any:
-    return _limited(min_value=0)
-
-
-def CODE() -> Any:
-    return _limited(max_len=64)
-
-
-def NAME() -> Any:
-    return _limited(max_len=256)
-
+Key = Annotated[bytes, Limits(exact_len=32)]
+"""An Ed25519 public key (a node, a patient, a delegate)."""
+Hash = Annotated[bytes, Limits(exact_len=32)]
+Sig = Annotated[bytes, Limits(exact_len=64)]
+Id16 = Annotated[bytes, Limits(exact_len=16)]
+"""A random 16-byte identifier (record, consent, proposal, break-glass)."""
+NonNeg = Annotated[int, Limits(min_value=0)]
+Code = Annotated[str, Limits(max_len=64)]
+"""A short machine code (purpose of use, reason, FHIR resource type): never free text."""
+Name = Annotated[str, Limits(max_len=256)]
 
 TX_DOMAIN = b"emrp2p/tx/v1\x00"
 VOTE_DOMAIN = b"emrp2p/vote/v1\x00"
@@ -79,18 +56,18 @@ class Payload(WireBase):
 class ProposeMembership(Payload):
     """A validator proposes adding or removing a hospital node, effective at a later height."""
 
-    proposal_id: bytes = ID16()
+    proposal_id: Id16
     action: Action
-    node: bytes = KEY()
-    name: str = NAME()
+    node: Key
+    name: Name
     role: Role
-    effective_height: int = NONNEG()
+    effective_height: NonNeg
 
 
 @wire(101)
 @dataclass(frozen=True)
 class ApproveMembership(Payload):
-    proposal_id: bytes = ID16()
+    proposal_id: Id16
 
 
 @wire(110)
@@ -106,7 +83,7 @@ class RegisterPatient(Payload):
 class SetDelegate(Payload):
     """Signed by the patient: add or remove a delegate (guardian) key."""
 
-    delegate: bytes = KEY()
+    delegate: Key
     active: bool = True
 
 
@@ -115,11 +92,11 @@ class SetDelegate(Payload):
 class RegisterRecord(Payload):
     """Signed by the author hospital. ``previous`` links a new version to the one it supersedes."""
 
-    record_id: bytes = ID16()
-    patient: bytes = KEY()
-    resource_type: str = CODE()
-    manifest_hash: bytes = HASH()
-    size_class: int = NONNEG()
+    record_id: Id16
+    patient: Key
+    resource_type: Code
+    manifest_hash: Hash
+    size_class: NonNeg
     replicas: tuple[bytes, ...] = field(default=(), metadata={"limits": Limits(exact_len=32, max_len=16)})
     previous: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
 
@@ -129,11 +106,11 @@ class RegisterRecord(Payload):
 class GrantConsent(Payload):
     """Signed by the patient or a delegate. Empty scopes mean 'all' for that dimension."""
 
-    consent_id: bytes = ID16()
-    patient: bytes = KEY()
-    grantee: bytes = KEY()
-    purpose: str = CODE()
-    expires_at: int = NONNEG()
+    consent_id: Id16
+    patient: Key
+    grantee: Key
+    purpose: Code
+    expires_at: NonNeg
     resource_types: tuple[str, ...] = field(default=(), metadata={"limits": Limits(max_len=64)})
     record_ids: tuple[bytes, ...] = field(default=(), metadata={"limits": Limits(exact_len=16, max_len=256)})
 
@@ -141,7 +118,7 @@ class GrantConsent(Payload):
 @wire(131)
 @dataclass(frozen=True)
 class RevokeConsent(Payload):
-    consent_id: bytes = ID16()
+    consent_id: Id16
 
 
 @wire(140)
@@ -153,9 +130,9 @@ class KeyGrant(Payload):
     point to point, so erasure can really erase.
     """
 
-    record_id: bytes = ID16()
-    grantee: bytes = KEY()
-    wrapped_key_hash: bytes = HASH()
+    record_id: Id16
+    grantee: Key
+    wrapped_key_hash: Hash
     consent_id: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
     breakglass_id: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
 
@@ -165,9 +142,9 @@ class KeyGrant(Payload):
 class BreakGlass(Payload):
     """Emergency access by the sending hospital, without consent; always flagged."""
 
-    breakglass_id: bytes = ID16()
-    patient: bytes = KEY()
-    reason_code: str = CODE()
+    breakglass_id: Id16
+    patient: Key
+    reason_code: Code
     record_id: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
 
 
@@ -176,8 +153,8 @@ class BreakGlass(Payload):
 class AccessEvent(Payload):
     """Audit entry: the sending hospital read ``record_id`` for ``purpose``."""
 
-    record_id: bytes = ID16()
-    purpose: str = CODE()
+    record_id: Id16
+    purpose: Code
     consent_id: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
     breakglass_id: bytes | None = field(default=None, metadata={"limits": Limits(exact_len=16)})
 
@@ -187,7 +164,7 @@ class AccessEvent(Payload):
 class EraseRecord(Payload):
     """Signed by the patient or a delegate: the record's chunks and wrapped keys are to be deleted."""
 
-    record_id: bytes = ID16()
+    record_id: Id16
 
 
 @wire(180)
@@ -204,8 +181,8 @@ class Noop(Payload):
 @wire(1)
 @dataclass(frozen=True)
 class UnsignedTx:
-    sender: bytes = KEY()
-    nonce: int = NONNEG()
+    sender: Key
+    nonce: NonNeg
     payload: Payload
 
 
@@ -214,10 +191,10 @@ class UnsignedTx:
 class Tx:
     """A signed transaction. ``nonce`` must be exactly the sender's next nonce (starting at 0)."""
 
-    sender: bytes = KEY()
-    nonce: int = NONNEG()
+    sender: Key
+    nonce: NonNeg
     payload: Payload
-    signature: bytes = SIG()
+    signature: Sig
 
     def signing_bytes(self, chain_id: bytes) -> bytes:
         return TX_DOMAIN + chain_id + encode(UnsignedTx(self.sender, self.nonce, self.payload))
@@ -248,11 +225,11 @@ def sign_tx(identity: Identity, chain_id: bytes, nonce: int, payload: Payload) -
 class Vote:
     """A validator's signed vote for ``block_hash`` at ``height``, cast in ``term``."""
 
-    term: int = NONNEG()
-    height: int = NONNEG()
-    block_hash: bytes = HASH()
-    voter: bytes = KEY()
-    signature: bytes = SIG()
+    term: NonNeg
+    height: NonNeg
+    block_hash: Hash
+    voter: Key
+    signature: Sig
 
     def signing_bytes(self, chain_id: bytes) -> bytes:
         return vote_signing_bytes(chain_id, self.term, self.height, self.block_hash)
@@ -268,9 +245,9 @@ def vote_signing_bytes(chain_id: bytes, term: int, height: int, block_hash: byte
 @wire(21)
 @dataclass(frozen=True)
 class VoteBody:
-    term: int = NONNEG()
-    height: int = NONNEG()
-    block_hash: bytes = HASH()
+    term: NonNeg
+    height: NonNeg
+    block_hash: Hash
 
 
 def sign_vote(identity: Identity, chain_id: bytes, term: int, height: int, block_hash: bytes) -> Vote:
@@ -281,8 +258,8 @@ def sign_vote(identity: Identity, chain_id: bytes, term: int, height: int, block
 @wire(22)
 @dataclass(frozen=True)
 class Signature:
-    signer: bytes = KEY()
-    signature: bytes = SIG()
+    signer: Key
+    signature: Sig
 
 
 @wire(23)
@@ -294,9 +271,9 @@ class Certificate:
     Signers are sorted by key so the encoding is unique.
     """
 
-    term: int = NONNEG()
-    height: int = NONNEG()
-    block_hash: bytes = HASH()
+    term: NonNeg
+    height: NonNeg
+    block_hash: Hash
     signatures: tuple[Signature, ...] = field(default=(), metadata={"limits": Limits(max_len=1024)})
 
     def votes(self) -> list[Vote]:
@@ -319,15 +296,15 @@ class BlockHeader:
     proposer has it (always, except after a term change carried forward blocks
     that were accepted but never certified: a later certificate commits them)."""
 
-    chain_id: bytes = HASH()
-    height: int = NONNEG()
-    term: int = NONNEG()
-    parent: bytes = HASH()
-    proposer: bytes = KEY()
-    timestamp_ms: int = NONNEG()
-    tx_root: bytes = HASH()
-    state_root: bytes = HASH()
-    tx_count: int = NONNEG()
+    chain_id: Hash
+    height: NonNeg
+    term: NonNeg
+    parent: Hash
+    proposer: Key
+    timestamp_ms: NonNeg
+    tx_root: Hash
+    state_root: Hash
+    tx_count: NonNeg
     parent_cert: Certificate | None = None
 
     @cached_property
@@ -340,7 +317,7 @@ class BlockHeader:
 class Block:
     header: BlockHeader
     txs: tuple[Tx, ...] = field(metadata={"limits": Limits(max_len=100_000)})
-    signature: bytes = SIG()
+    signature: Sig
 
     @property
     def block_hash(self) -> bytes:
@@ -387,8 +364,8 @@ def tx_root(txs: tuple[Tx, ...] | list[Tx]) -> bytes:
 class Member:
     """A consortium node. ``name`` is the hospital's public name (not PHI)."""
 
-    node: bytes = KEY()
-    name: str = NAME()
+    node: Key
+    name: Name
     role: Role = Role.VALIDATOR
 
 
@@ -397,8 +374,8 @@ class Member:
 class Genesis:
     """The network's founding document; its hash is the chain id."""
 
-    network: str = NAME()
-    timestamp_ms: int = NONNEG()
+    network: Name
+    timestamp_ms: NonNeg
     members: tuple[Member, ...] = field(default=(), metadata={"limits": Limits(max_len=1024)})
 
     @cached_property

@@ -13,7 +13,16 @@ pytestmark = pytest.mark.slow
 
 def test_devnet_exit_runs_a_load_checks_the_chains_and_stops_cleanly(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "emrp2p.cli.devnet", "--exit", "--seconds", "3", "--dir", str(tmp_path / "devnet")],
+        [
+            sys.executable,
+            "-m",
+            "emrp2p.cli.devnet",
+            "--exit",
+            "--seconds",
+            "3",
+            "--dir",
+            str(tmp_path / "devnet"),
+        ],
         capture_output=True,
         text=True,
         timeout=240,
