@@ -47,7 +47,7 @@ from emrp2p.ledger.execute import Ledger
 from emrp2p.ledger.types import Block, Genesis, Tx
 from emrp2p.node.metrics import NodeMetrics, serve_metrics
 from emrp2p.rpc.events import EventBus
-from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore
+from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore, StoreError
 
 log = structlog.get_logger("emrp2p.node")
 
@@ -72,6 +72,8 @@ class NodeSettings:
     rpc_group: str | None = None
     metrics_listen: tuple[str, int] | None = None
     tick_ms: int = 20
+    store_map_size: int | None = None
+    """LMDB map size (the most the chain may grow to); None keeps the store's default."""
     max_batch: int = 512
     """At most this many inbox items are stepped before one Ready is carried out."""
 
@@ -104,7 +106,10 @@ class Node:
         self.ledger = Ledger(s.genesis)
         self.chain_id = self.ledger.chain_id
         s.datadir.mkdir(parents=True, exist_ok=True)
-        self.store = LmdbStore(s.datadir / CHAIN_DIR)
+        if s.store_map_size is not None:
+            self.store = LmdbStore(s.datadir / CHAIN_DIR, map_size=s.store_map_size)
+        else:
+            self.store = LmdbStore(s.datadir / CHAIN_DIR)
         if self.store.genesis() is None:
             self.store.init_genesis(s.genesis, self.ledger.genesis_state())
         elif self.store.genesis() != s.genesis:
@@ -264,7 +269,16 @@ class Node:
         while core.has_ready():
             rd = core.ready()
             if not rd.write.empty():
-                await trio.to_thread.run_sync(self.store.write, rd.write)
+                try:
+                    await trio.to_thread.run_sync(self.store.write, rd.write)
+                except StoreError as e:
+                    # Nothing of this batch was written (one LMDB transaction, aborted), and nothing
+                    # it holds was sent or acknowledged yet. A validator that cannot persist its votes
+                    # must not go on: stop, and let the operator free space and restart.
+                    log.critical(
+                        "storage write failed; stopping the node", error=str(e), kind=type(e).__name__
+                    )
+                    raise
             encoded: dict[int, bytes] = {}
             for dest, msg in rd.messages:
                 data = encoded.get(id(msg))

@@ -70,3 +70,41 @@ async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path
             hashes = {n.store.block(top).block_hash for n in nodes}  # type: ignore[union-attr]
             assert len(hashes) == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_committed(
+    tmp_path: Path,
+) -> None:
+    from emrp2p.store.lmdb_store import LmdbStore, StoreFull
+    from emrp2p.store.verify import verify_chain
+
+    (s,) = _settings(tmp_path, 1)
+    s.store_map_size = 1 << 20  # 1 MiB: fills after a few thousand transactions
+    client = Identity.from_test_name("client")
+    chain_id = s.genesis.chain_id
+    committed: list[bytes] = []
+    node = Node(s)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                nonce = 0
+                while True:  # bounded by the map size: StoreFull ends the node within ~10k txs
+                    batch = [sign_tx(client, chain_id, nonce + k, Noop(b"x" * 64)) for k in range(200)]
+                    nonce += len(batch)
+                    await node.submit(batch)
+                    w = await node.wait_committed(batch[-1].tx_id, 30)
+                    assert w.state == "committed"
+                    committed.extend(tx.tx_id for tx in batch)
+                    assert nonce < 100_000
+    except BaseException as e:  # noqa: BLE001 - the group carries the store's error
+        assert isinstance(e, BaseExceptionGroup) and e.subgroup(StoreFull) is not None, repr(e)
+    else:
+        raise AssertionError("the node kept running on a full store")
+    assert committed
+    store = LmdbStore(s.datadir / "chain", readonly=True)
+    try:
+        assert all(store.tx_height(t) is not None for t in committed)
+        assert verify_chain(store).ok
+    finally:
+        store.close()
