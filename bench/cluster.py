@@ -25,9 +25,14 @@
    transaction's Ed25519 signature as it applies it (``bench/pysyncobj_ref.py``).
 5. Last line: ``cluster_tx_per_s=<peak committed tx/s>``.
 
-``--profile DIR`` runs every daemon under cProfile (slower; figures are then
-not comparable), writes DIR/nodeI.prof and prints the top costs summed over
-the nodes (the leader role rotates, so every node leads part of the time).
+``--profile DIR`` runs every daemon under a wrapper (slower; figures are then
+not comparable): cProfile of the main thread's CPU time, switched on for each
+step only (DIR/nodeI.prof.<step>), plus counters for the work off the main
+thread (signature checks, ``verify_many`` and ``LmdbStore.write`` wall time),
+the consensus messages each core emitted (and the transactions they carried),
+and hop delays (a core emits a Propose / BlockVote -> the receiving core steps
+it). For the peak step it prints these and the top costs, summed over the
+nodes (the leader role rotates, so every node leads part of the time).
 Every process started here is stopped (SIGTERM, then SIGKILL) on the way out.
 """
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import multiprocessing
 import os
 import pstats
@@ -288,17 +294,94 @@ class Submitter:
 
 
 PROFILE_WRAPPER = """
-import cProfile, runpy, signal, sys
+import cProfile, json, runpy, signal, sys, threading, time
+import emrp2p.crypto as crypto
+from emrp2p.store.lmdb_store import LmdbStore
+
 out = sys.argv.pop(1)
-prof = cProfile.Profile()
+prof = cProfile.Profile(time.thread_time)  # CPU time of the main thread: preemption is not counted
 n = [0]
+lock = threading.Lock()
+acc = {}
+
+def timed(name, fn):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            dt = time.perf_counter() - t
+            with lock:
+                c = acc.setdefault(name, [0, 0.0])
+                c[0] += 1
+                c[1] += dt
+    return wrapper
+
+# Wall time spent off the main thread (verify_many runs in trio worker threads, the
+# signature checks in its pool; store writes in a trio worker thread).
+crypto.verify_many = timed("verify_many (worker thread, wall)", crypto.verify_many)
+crypto._check = timed("signature checks (cache misses)", crypto._check)
+LmdbStore.write = timed("LmdbStore.write (worker thread, wall)", LmdbStore.write)
+
+from emrp2p.consensus.core import Core
+from emrp2p.consensus.messages import BlockVote, Propose
+
+_ready = Core.ready
+_step = Core.step
+hops = {"sent": {}, "recv": {}}
+
+def _hop_key(msg, dest):
+    if isinstance(msg, BlockVote):
+        v = msg.vote
+        return f"vote {v.voter.hex()[:8]} {v.height} {v.block_hash.hex()[:8]}"
+    if isinstance(msg, Propose):
+        b = msg.block
+        return f"propose {dest.hex()[:8]} {b.height} {b.block_hash.hex()[:8]}"
+    return None
+
+def ready(self):
+    rd = _ready(self)
+    now = time.time()
+    with lock:
+        for dest, msg in rd.messages:
+            txs = getattr(msg, "txs", None)
+            if txs is None:
+                block = getattr(msg, "block", None)
+                txs = block.txs if block is not None else ()
+            c = acc.setdefault(f"sent {type(msg).__name__} (total = txs carried)", [0, 0.0])
+            c[0] += 1
+            c[1] += len(txs)
+            key = _hop_key(msg, dest)
+            if key is not None:
+                hops["sent"].setdefault(key, now)
+    return rd
+
+def step(self, sender, msg):
+    key = _hop_key(msg, self.me)
+    if key is not None:
+        with lock:
+            hops["recv"].setdefault(key, time.time())
+    return _step(self, sender, msg)
+
+Core.ready = ready
+Core.step = step
+
 def on(*_):
+    with lock:
+        acc.clear()
+        hops["sent"].clear()
+        hops["recv"].clear()
     prof.enable()
+
 def off(*_):
     prof.disable()
     prof.dump_stats(f"{out}.{n[0]}")
+    with lock:
+        with open(f"{out}.{n[0]}.json", "w") as f:
+            json.dump(dict(acc, hops=hops), f)
     n[0] += 1
     prof.clear()
+
 signal.signal(signal.SIGUSR1, on)
 signal.signal(signal.SIGUSR2, off)
 sys.argv[0] = "emrp2pd"
@@ -325,21 +408,48 @@ class ProfiledNode(NodeProcess):
         log.close()
 
 
-def print_profile(files: list[Path], top: int = 30) -> None:
+def print_profile(files: list[Path], seconds: float, top: int = 30) -> None:
     present = [str(f) for f in files if f.exists()]
     if not present:
         print("profile: no output written")
         return
+    acc: dict[str, list[float]] = {}
+    sent: dict[str, float] = {}
+    recv: dict[str, float] = {}
+    for f in files:
+        side = Path(f"{f}.json")
+        if side.exists():
+            data = json.loads(side.read_text())
+            hops = data.pop("hops", {"sent": {}, "recv": {}})
+            sent.update(hops["sent"])
+            recv.update(hops["recv"])
+            for name, (count, total) in data.items():
+                a = acc.setdefault(name, [0, 0.0])
+                a[0] += count
+                a[1] += total
+    print(
+        f"--- counters summed over {len(present)} daemons, {seconds:.1f} s step (total in s unless noted) ---"
+    )
+    for name, (count, total) in sorted(acc.items()):
+        print(f"{name:>44}: count {int(count):>8}  total {total:9.2f}")
+    for kind in ("propose", "vote"):
+        # (A negative gap means the receiver had an earlier copy, sent before the window: skipped.)
+        d = [1000 * (recv[k] - t) for k, t in sent.items() if k.startswith(kind) and recv.get(k, -1.0) >= t]
+        if d:
+            print(
+                f"{kind + ' hop (core emits -> receiver core steps it)':>44}: n={len(d)}"
+                f"  p50 {pct(d, 0.5):.0f} ms  p99 {pct(d, 0.99):.0f} ms  max {max(d):.0f} ms"
+            )
     stats = pstats.Stats(present[0], stream=io.StringIO())
-    for f in present[1:]:
-        stats.add(f)
+    for name in present[1:]:
+        stats.add(name)
     for key in ("tottime", "cumulative"):
         buf = io.StringIO()
         stats.stream = buf  # type: ignore[attr-defined]
         stats.sort_stats(key).print_stats(top)
         lines = buf.getvalue().splitlines()
         start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
-        print(f"--- profile (main threads of {len(present)} daemons), top {top} by {key} ---")
+        print(f"--- profile (main-thread CPU time of {len(present)} daemons), top {top} by {key} ---")
         for ln in lines[start : start + top + 1]:
             print(ln.replace(str(Path(sys.prefix)), "<venv>").rstrip())
 
@@ -541,7 +651,9 @@ def main() -> None:
         if a.profile is not None:
             k = steps.index(peak)
             print(f"profile of the peak step (step {k + 1}, {peak['rate']:.0f} tx/s offered):")
-            print_profile([Path(f"{nd.out}.{k}") for nd in cluster.nodes if isinstance(nd, ProfiledNode)])
+            print_profile(
+                [Path(f"{nd.out}.{k}") for nd in cluster.nodes if isinstance(nd, ProfiledNode)], step_s
+            )
         elif not a.no_reference:
             from emrp2p.codec import decode
             from emrp2p.ledger.types import Tx
@@ -565,6 +677,16 @@ def main() -> None:
             f" at half peak ({half['rate']:.0f} tx/s): p50 {half['p50_ms']:.0f} ms, p99 {half['p99_ms']:.0f} ms"
             f" (targets <= 50 / <= 250 ms: {'met' if half['p50_ms'] <= 50 and half['p99_ms'] <= 250 else 'NOT met'});"
             f" idle RSS max {max(rss):.0f} MB ({'met' if max(rss) <= 150 else 'NOT met'})"
+        )
+        noise = [r["others_cpu"] for r in [*steps, half]]
+        print(
+            f"other processes on the machine used {min(noise):.0f}-{max(noise):.0f}% CPU (of"
+            f" {100 * (os.cpu_count() or 1)}%) during our steps"
+            + (
+                f", {min(ref['others_cpu']):.0f}-{max(ref['others_cpu']):.0f}% during PySyncObj's"
+                if ref
+                else ""
+            )
         )
         if ref:
             theirs = ref["peak_ops_per_s"]

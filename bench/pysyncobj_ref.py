@@ -224,6 +224,12 @@ def _cpu_ticks(pid: int) -> int:
         return 0
 
 
+def _machine_busy() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[:8]) - v[3] - v[4], sum(v[:8])
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -302,18 +308,24 @@ def run_reference(
             if msg.get("event") != "ready":
                 raise RuntimeError(f"PySyncObj node failed: {msg}")
 
+        others: list[float] = []
+
         def phase(rate_per_node: float, seconds: float) -> tuple[list[dict[str, Any]], list[float]]:
             start_at = time.monotonic() + 0.3
             for c in children:
                 c.send({"op": "run", "rate": rate_per_node, "seconds": seconds, "start_at": start_at})
-            t_cpu0 = [_cpu_ticks(c.proc.pid) for c in children]
             time.sleep(max(0.0, start_at - time.monotonic()))
+            t_cpu0 = [_cpu_ticks(c.proc.pid) for c in children]
+            m0 = _machine_busy()
             w0 = time.monotonic()
             time.sleep(seconds)
             t_cpu1 = [_cpu_ticks(c.proc.pid) for c in children]
+            m1 = _machine_busy()
             w1 = time.monotonic()
             hz = os.sysconf("SC_CLK_TCK")
-            cpu = [100.0 * (b - a) / hz / (w1 - w0 + 0.3) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
+            cpu = [100.0 * (b - a) / hz / (w1 - w0) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
+            machine = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * (os.cpu_count() or 1)
+            others.append(max(0.0, machine - sum(cpu)))
             return [c.recv(seconds + 30) for c in children], cpu
 
         warm = min(1.0, flat_seconds / 5)
@@ -335,12 +347,13 @@ def run_reference(
         log(
             f"pysyncobj flat-out: applied_on_leader={peak:.0f} ops/s  p50={out['flat']['p50_ms']:.0f} ms"
             f" p99={out['flat']['p99_ms']:.0f} ms  failed={out['flat']['fails']} {out['flat']['fail_reasons']}"
-            f"  cpu%/node={[round(x) for x in cpu]}"
+            f"  cpu%/node={[round(x) for x in cpu]}  others={others[-1]:.0f}%"
         )
         half = peak / 2
         res, cpu = phase(half / nodes, half_seconds)
         hrate, _ = _leader_rate(res, min(0.5, half_seconds / 5))
         lat = [x for r in res for x in r["latencies"]]
+        out["others_cpu"] = others
         out["half"] = {
             "offered": half,
             "applied": hrate,
@@ -353,7 +366,7 @@ def run_reference(
         log(
             f"pysyncobj half-peak: offered={half:.0f} applied={hrate:.0f} ops/s"
             f"  p50={out['half']['p50_ms']:.0f} ms p99={out['half']['p99_ms']:.0f} ms"
-            f" (samples={len(lat)})  cpu%/node={[round(x) for x in cpu]}"
+            f" (samples={len(lat)})  cpu%/node={[round(x) for x in cpu]}  others={others[-1]:.0f}%"
         )
         for c in children:
             c.send({"op": "quit"})
