@@ -190,6 +190,33 @@ def membership_at(ledger: Ledger, state: KV, height: int) -> tuple[tuple[bytes, 
     return found
 
 
+_tx_root_memo: dict[int, tuple[tuple[Tx, ...], bytes]] = {}
+_cert_memo: dict[int, tuple[Certificate, bytes, tuple[bytes, ...], bytes, int, list[Vote]]] = {}
+_IDENTITY_MEMO_MAX = 256
+
+
+def _remember_by_identity(memo: dict[int, Any], obj: object, entry: Any) -> None:
+    if len(memo) >= _IDENTITY_MEMO_MAX:
+        del memo[next(iter(memo))]
+    memo[id(obj)] = entry
+
+
+def block_tx_root(txs: tuple[Tx, ...]) -> bytes:
+    """``tx_root(txs)``, memoised on the (immutable) tuple object itself.
+
+    A driver that hands the same decoded block to several cores (the simulator)
+    hashes its transactions once. The memo holds the tuple, so its id cannot be
+    reused while the entry lives.
+    """
+    found = _tx_root_memo.get(id(txs))
+    if found is not None and found[0] is txs:
+        return found[1]
+    root = tx_root(txs)
+    if type(txs) is tuple:
+        _remember_by_identity(_tx_root_memo, txs, (txs, root))
+    return root
+
+
 _BLOCK_OVERHEAD = 1024
 """Generous bytes per block besides its transactions (header, certificate, framing)."""
 
@@ -643,6 +670,7 @@ class Core:
             parent_cert=parent_cert,
         )
         block = sign_block(self.identity, header, tuple(included))
+        _remember_by_identity(_tx_root_memo, block.txs, (block.txs, header.tx_root))
         self._last_propose = self._mono
         self._blocks_this_term += 1
         self.evidence_log.proposal(block)
@@ -767,7 +795,7 @@ class Core:
         if h.timestamp_ms > self.now_ms + self.cfg.max_clock_drift_ms:
             self._refuse(block, "timestamp too far ahead")
             return None
-        if h.tx_count != len(block.txs) or h.tx_root != tx_root(block.txs):
+        if h.tx_count != len(block.txs) or h.tx_root != block_tx_root(block.txs):
             self._refuse(block, "tx root")
             return None
         if h.parent_cert is not None:
@@ -791,11 +819,27 @@ class Core:
         return _Entry(block, delta, validators)
 
     def _cert_ok(self, cert: Certificate, vals: tuple[bytes, ...], block_hash: bytes, term: int) -> bool:
-        ok = certificate_ok(cert, self.chain_id, vals, block_hash, term)
-        if ok:
-            for v in cert.votes():
-                self._note_evidence(self.evidence_log.vote(v))
-        return ok
+        # certificate_ok is pure: a certificate object already found valid against the same
+        # validators, block and term (the simulator hands one object to every node) is not
+        # checked again. Only successes are remembered.
+        m = _cert_memo.get(id(cert))
+        if (
+            m is not None
+            and m[0] is cert
+            and m[1] == self.chain_id
+            and m[2] == vals
+            and m[3] == block_hash
+            and m[4] == term
+        ):
+            votes = m[5]
+        else:
+            if not certificate_ok(cert, self.chain_id, vals, block_hash, term):
+                return False
+            votes = cert.votes()
+            _remember_by_identity(_cert_memo, cert, (cert, self.chain_id, vals, block_hash, term, votes))
+        for v in votes:
+            self._note_evidence(self.evidence_log.vote(v))
+        return True
 
     def _vote_for(self, leader: bytes, block: Block) -> None:
         hs = self._hs
@@ -950,7 +994,7 @@ class Core:
                 or not block.signature_ok()
                 or h.timestamp_ms < parent_ts
                 or h.tx_count != len(block.txs)
-                or h.tx_root != tx_root(block.txs)
+                or h.tx_root != block_tx_root(block.txs)
             ):
                 self._refuse(block, "synced block fails checks")
                 break

@@ -57,8 +57,9 @@ class _Recent(OrderedDict[bytes, TxStatus]):
         self.capacity = capacity
 
     def remember(self, tx_id: bytes, status: TxStatus) -> None:
+        if tx_id in self:
+            self.move_to_end(tx_id)
         self[tx_id] = status
-        self.move_to_end(tx_id)
         if len(self) > self.capacity:
             self.popitem(last=False)
 
@@ -106,9 +107,12 @@ class TxPool:
 
     def committed(self, txs: Iterable[Tx], height: int) -> None:
         status = TxStatus(TxState.COMMITTED, height)
+        pop = self._pending.pop
+        remember = self._done.remember
         for tx in txs:
-            self._pending.pop(tx.tx_id, None)
-            self._done.remember(tx.tx_id, status)
+            tx_id = tx.tx_id
+            pop(tx_id, None)
+            remember(tx_id, status)
 
     def reject(self, tx_id: bytes, code: str) -> None:
         self._pending.pop(tx_id, None)

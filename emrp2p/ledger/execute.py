@@ -97,6 +97,23 @@ def _remember(raw: bytes, entry: object) -> None:
     _decoded[raw] = entry
 
 
+_MEMBERS_RAW = merkle.raw_key(MEMBERS_KEY)
+_SCHEDULE_RAW = merkle.raw_key(SCHEDULE_KEY)
+
+
+def _read_cached(state: KV, raw_key: bytes, cls: type[E]) -> E | None:
+    """``state.read`` of a raw key through the decoded-entry cache (entries are immutable)."""
+    raw = state.get(raw_key)
+    if raw is None:
+        return None
+    cached = _decoded.get(raw)
+    if type(cached) is cls:
+        return cached  # type: ignore[return-value]
+    entry = decode(cls, raw)
+    _remember(raw, entry)
+    return entry
+
+
 class TxState:
     """A contract's view while it executes one transaction.
 
@@ -177,8 +194,10 @@ class _BlockRun:
         """Per sender: raw nonce key, next nonce; written once at the end of the block."""
         self.handlers = ledger.handlers
         self.static_checks = ledger.static_checks
-        members = get_members(base)
-        schedule = get_schedule(base)
+        members_entry = _read_cached(base, _MEMBERS_RAW, MemberList)
+        members = () if members_entry is None else members_entry.members
+        schedule_entry = _read_cached(base, _SCHEDULE_RAW, Schedule)
+        schedule = () if schedule_entry is None else schedule_entry.changes
         if schedule and schedule[0].effective_height <= ctx.height:
             due = [c for c in schedule if c.effective_height <= ctx.height]
             later = tuple(c for c in schedule if c.effective_height > ctx.height)
@@ -269,6 +288,8 @@ class Ledger:
 
     def _verify(self, txs: Sequence[Tx]) -> list[bool]:
         sb = self.signing_bytes
+        if len(txs) < 64:  # what verify_many does for a small batch, without its set-up
+            return [verify(tx.sender, sb(tx), tx.signature) for tx in txs]
         return verify_many([(tx.sender, sb(tx), tx.signature) for tx in txs])
 
     def select(

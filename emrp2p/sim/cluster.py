@@ -43,6 +43,7 @@ from emrp2p.store.memory import MemoryStore
 __all__ = ["Cluster", "SimNode", "Client", "Observations"]
 
 TICK_MS = 50
+_NO_CLIENTS: list[Client] = []
 
 
 @dataclass
@@ -134,6 +135,8 @@ class Cluster:
         self.by_key = {node.identity.public: node.index for node in self.nodes}
         self.clients = [Client(Identity.from_test_name(f"client-{i}")) for i in range(n_clients)]
         self.obs = Observations()
+        self._clean_certs: dict[int, Certificate] = {}
+        self._client_index: tuple[int, Client | None, dict[bytes, list[Client]]] | None = None
         genesis_state = self.ledger.genesis_state()
         for node in self.nodes:
             node.store.init_genesis(self.genesis, genesis_state)
@@ -310,7 +313,9 @@ class Cluster:
         """Sign clients' future Noop transactions now (load generation kept out of a timed run)."""
         for client in self.clients:
             for nonce in range(client.next_nonce, client.next_nonce + per_client):
-                client.presigned[nonce] = sign_tx(client.identity, self.chain_id, nonce, Noop(b"%d" % nonce))
+                tx = sign_tx(client.identity, self.chain_id, nonce, Noop(b"%d" % nonce))
+                tx.tx_id  # the client's encoding and id of what it signed: load generation too
+                client.presigned[nonce] = tx
 
     def new_tx(self, client: Client, payload: Payload | None = None) -> Tx:
         nonce = client.next_nonce
@@ -387,11 +392,23 @@ class Cluster:
             )
 
     def _record_cert(self, cert: Certificate) -> None:
-        seen = self.obs.certified.setdefault(cert.height, cert.block_hash)
+        # Recording a certificate again changes nothing unless the first time found a violation
+        # (then it is reported again, as before): skip the certificate objects that were clean.
+        # Heartbeats carry the same tip certificate object over and over.
+        clean = self._clean_certs
+        if clean.get(id(cert)) is cert:
+            return
+        obs = self.obs
+        before = len(obs.violations)
+        seen = obs.certified.setdefault(cert.height, cert.block_hash)
         if seen != cert.block_hash:
-            self.obs.violations.append(f"two different blocks certified at height {cert.height}")
+            obs.violations.append(f"two different blocks certified at height {cert.height}")
         for v in cert.votes():
             self._record_vote(v)
+        if len(obs.violations) == before:
+            if len(clean) >= 1024:
+                del clean[next(iter(clean))]
+            clean[id(cert)] = cert  # holding the object keeps its id from being reused
 
     def _observe(self, node: SimNode, rd: Ready) -> None:
         obs = self.obs
@@ -441,11 +458,21 @@ class Cluster:
                 t0 = obs.submit_time.get(tx_id)
                 if t0 is not None:
                     obs.latencies.append(self.now - t0)
-                for client in self.clients:
-                    if client.identity.public == tx.sender:
-                        client.outstanding.pop(tx.nonce, None)
+                for client in self._clients_of(tx.sender):
+                    client.outstanding.pop(tx.nonce, None)
         elif seen != block.block_hash:
             obs.violations.append(f"n{node.index} committed a different block at height {h}")
+
+    def _clients_of(self, sender: bytes) -> list[Client]:
+        """The clients signing as ``sender`` (in list order), indexed again whenever the list changes."""
+        clients = self.clients
+        index = self._client_index
+        if index is None or index[0] != len(clients) or index[1] is not (clients[-1] if clients else None):
+            by_key: dict[bytes, list[Client]] = {}
+            for client in clients:
+                by_key.setdefault(client.identity.public, []).append(client)
+            index = self._client_index = (len(clients), clients[-1] if clients else None, by_key)
+        return index[2].get(sender, _NO_CLIENTS)
 
     # ------------------------------------------------------------------ queries
 

@@ -15,6 +15,11 @@ exactly those gives the same delta byte for byte (a rejected transaction writes
 nothing and does not advance its sender's nonce). Failures are never
 remembered: a block that does not execute is re-run, and raises, every time.
 
+``check_tx`` is skipped for a transaction id that passed it before in this
+cluster (the process-wide verify cache would answer anyway, at the cost of
+hashing the signed message again), and so is the signature batch of a block
+whose transactions all passed it.
+
 The deltas handed out are shared between nodes. Nothing mutates a delta after
 ``finish``: the core merges ``delta.writes`` into its own dicts, ``Overlay``s
 are built over fresh dicts, and ``MemoryStore.write`` applies a copy.
@@ -42,6 +47,9 @@ class MemoLedger(Ledger):
         self._capacity = capacity
         self.hits = 0
         self.misses = 0
+        self._checked: dict[bytes, None] = {}
+        """Ids of transactions that passed ``check_tx`` (signature and static checks, both pure
+        functions of the signed transaction, which its id hashes)."""
 
     @staticmethod
     def _key(state: KV, ctx: BlockContext, txs: Sequence[Tx]) -> _Key:
@@ -60,6 +68,22 @@ class MemoLedger(Ledger):
         if len(memo) >= self._capacity:
             del memo[next(iter(memo))]  # oldest first
         memo[key] = delta
+
+    def check_tx(self, tx: Tx) -> None:
+        tx_id = tx.tx_id
+        checked = self._checked
+        if tx_id in checked:
+            return
+        super().check_tx(tx)
+        if len(checked) >= 1 << 18:
+            del checked[next(iter(checked))]
+        checked[tx_id] = None
+
+    def _verify(self, txs: Sequence[Tx]) -> list[bool]:
+        checked = self._checked
+        if all(tx.tx_id in checked for tx in txs):
+            return [True] * len(txs)
+        return super()._verify(txs)
 
     def execute(self, state: KV, ctx: BlockContext, txs: Sequence[Tx]) -> StateDelta:
         key = self._key(state, ctx, txs)
