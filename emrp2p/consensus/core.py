@@ -260,7 +260,7 @@ class Core:
         """Validators in force at the tip's height, when known (not after a restart)."""
         self._unflushed: dict[bytes, bytes | None] = {}
         self._unflushed_commits: dict[int, Commit] = {}
-        self._validators_cache: tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]] | None = None
+        self._validators_cache: tuple[bytes, tuple[bytes, ...], tuple[bytes, ...], bool] | None = None
         self._term_leader = b""
         self._term_vals: tuple[bytes, ...] = ()
 
@@ -307,6 +307,9 @@ class Core:
 
     @property
     def is_validator(self) -> bool:
+        c = self._validators_cache
+        if c is not None and c[0] == self._tip_hash:
+            return c[3]
         return self.me in self.validators()
 
     @property
@@ -347,7 +350,7 @@ class Core:
         c = self._validators_cache
         if c is None or c[0] != self._tip_hash:
             vals, members = membership_at(self.ledger, self._committed_state(), self.committed_height + 1)
-            c = self._validators_cache = (self._tip_hash, vals, members)
+            c = self._validators_cache = (self._tip_hash, vals, members, self.me in vals)
         return c[1], c[2]
 
     def leader_of(self, term: int) -> bytes:
@@ -627,6 +630,8 @@ class Core:
 
     def _maybe_propose(self) -> None:
         cfg = self.cfg
+        if not self._established or self._term_leader != self.me:
+            return  # not the leader (the cheap part of the role test below)
         if self.role is not Role.LEADER or self._in_flight():
             return
         if self._mono - self._last_propose < cfg.min_block_interval_ms:

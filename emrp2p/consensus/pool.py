@@ -108,11 +108,17 @@ class TxPool:
     def committed(self, txs: Iterable[Tx], height: int) -> None:
         status = TxStatus(TxState.COMMITTED, height)
         pop = self._pending.pop
-        remember = self._done.remember
+        done = self._done
+        # ``remember`` inlined, evicting once at the end: either way the most recently
+        # remembered ``capacity`` ids stay, in the same order.
         for tx in txs:
             tx_id = tx.tx_id
             pop(tx_id, None)
-            remember(tx_id, status)
+            if tx_id in done:
+                done.move_to_end(tx_id)
+            done[tx_id] = status
+        for _ in range(len(done) - done.capacity):
+            done.popitem(last=False)
 
     def reject(self, tx_id: bytes, code: str) -> None:
         self._pending.pop(tx_id, None)

@@ -347,7 +347,7 @@ class Cluster:
                 return
             self._push(self.now + self.rng.expovariate(1.0 / period), "call", (fire, "client"))
             client = self.rng.choice(self.clients)
-            live = [n.index for n in self.nodes if n.up and not n.paused]
+            live = [n.index for n in self.nodes if n.core is not None and not n.paused]
             if not live:
                 return
             target = self.rng.choice(live)
