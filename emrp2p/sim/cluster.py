@@ -6,6 +6,10 @@ its seed and its script. Every node follows the driver contract of
 ``emrp2p.consensus``: persist the ready batch, then (after the simulated disk
 delay) send, then apply. A crash drops the node's ``Core`` and everything it
 had not persisted or sent; a restart builds a new ``Core`` from its store.
+
+All nodes share one ``MemoLedger`` (``emrp2p.sim.memo``): a block is executed
+once per cluster, not once per node, since execution is a pure function of the
+pre-state, the block context and the transactions.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ _Key = tuple[bytes | None, int, int, bytes, tuple[bytes, ...]]
 
 
 class MemoLedger(Ledger):
-    def __init__(self, genesis: Genesis, capacity: int = 1024) -> None:
+    def __init__(self, genesis: Genesis, capacity: int = 256) -> None:
         super().__init__(genesis)
         self._memo: dict[_Key, StateDelta] = {}
         self._capacity = capacity
