@@ -587,6 +587,8 @@ def main() -> None:
     for s in a.set:
         extra += ["--set", s]
     t_begin = time.monotonic()
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops every process started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="emrp2p-bench-"))
     cluster: LocalCluster | None = None
     subs: list[Submitter] = []
