@@ -48,7 +48,6 @@ class TxStatus:
 class _Pending:
     tx: Tx
     added_ms: int
-    forwarded_ms: int | None = None
 
 
 class _Recent(OrderedDict[bytes, TxStatus]):
@@ -65,10 +64,19 @@ class _Recent(OrderedDict[bytes, TxStatus]):
 
 
 class TxPool:
+    """Pending transactions in arrival order, plus the forwarding schedule.
+
+    Every per-tick operation is proportional to what it returns, not to the pool's
+    size: arrival order is time order (``expire`` stops at the first young entry),
+    and forwarding keeps its own queues (never forwarded; forwarded, oldest first).
+    """
+
     def __init__(self, max_pending: int, remember: int) -> None:
         self.max_pending = max_pending
         self._pending: dict[bytes, _Pending] = {}
         self._done = _Recent(remember)
+        self._unsent: dict[bytes, None] = {}
+        self._sent: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -92,6 +100,7 @@ class TxPool:
         if len(self._pending) >= self.max_pending:
             return SubmitStatus.BUSY
         self._pending[tx_id] = _Pending(tx, now_ms)
+        self._unsent[tx_id] = None
         return SubmitStatus.ACCEPTED
 
     def candidates(self, exclude: set[bytes], limit: int) -> list[Tx]:
@@ -111,9 +120,12 @@ class TxPool:
         done = self._done
         # ``remember`` inlined, evicting once at the end: either way the most recently
         # remembered ``capacity`` ids stay, in the same order.
+        unsent, sent = self._unsent, self._sent
         for tx in txs:
             tx_id = tx.tx_id
-            pop(tx_id, None)
+            if pop(tx_id, None) is not None:
+                unsent.pop(tx_id, None)
+                sent.pop(tx_id, None)
             if tx_id in done:
                 done.move_to_end(tx_id)
             done[tx_id] = status
@@ -121,26 +133,40 @@ class TxPool:
             done.popitem(last=False)
 
     def reject(self, tx_id: bytes, code: str) -> None:
-        self._pending.pop(tx_id, None)
+        self._forget(tx_id)
         self._done.remember(tx_id, TxStatus(TxState.REJECTED, code=code))
 
+    def _forget(self, tx_id: bytes) -> None:
+        self._pending.pop(tx_id, None)
+        self._unsent.pop(tx_id, None)
+        self._sent.pop(tx_id, None)
+
     def expire(self, now_ms: int, ttl_ms: int) -> list[bytes]:
-        gone = [k for k, p in self._pending.items() if now_ms - p.added_ms >= ttl_ms]
+        gone = []
+        for tx_id, p in self._pending.items():
+            if now_ms - p.added_ms < ttl_ms:
+                break  # arrival order is time order: the rest are younger
+            gone.append(tx_id)
         for tx_id in gone:
-            del self._pending[tx_id]
+            self._forget(tx_id)
             self._done.remember(tx_id, TxStatus(TxState.EXPIRED))
         return gone
 
     def due_for_forward(self, now_ms: int, retry_ms: int) -> list[Tx]:
         """Transactions never forwarded, or forwarded ``retry_ms`` ago and still pending; marks them."""
-        out = []
-        for p in self._pending.values():
-            if p.forwarded_ms is None or now_ms - p.forwarded_ms >= retry_ms:
-                p.forwarded_ms = now_ms
-                out.append(p.tx)
-        return out
+        pending, sent = self._pending, self._sent
+        due = list(self._unsent)
+        self._unsent = {}
+        for tx_id, at in sent.items():
+            if now_ms - at < retry_ms:
+                break  # forwarding order is time order
+            due.append(tx_id)
+        for tx_id in due:
+            sent.pop(tx_id, None)
+            sent[tx_id] = now_ms
+        return [pending[tx_id].tx for tx_id in due]
 
     def forward_again(self) -> None:
         """A new leader: everything pending is to be forwarded to it."""
-        for p in self._pending.values():
-            p.forwarded_ms = None
+        self._unsent.update(dict.fromkeys(self._sent))
+        self._sent = {}

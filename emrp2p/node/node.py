@@ -51,6 +51,9 @@ from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore, StoreError
 
 log = structlog.get_logger("emrp2p.node")
 
+BIG_MESSAGE = 16 << 10
+"""Peer messages at least this large are decoded and pre-verified off the receive loop."""
+
 __all__ = ["Node", "NodeSettings"]
 
 
@@ -179,17 +182,52 @@ class Node:
     # ------------------------------------------------------------------ inputs
 
     async def _receive_messages(self) -> None:
-        async for sender, payload in self.net.incoming:
-            try:
-                msg = decode(Message, payload)
-            except CodecError as e:
-                log.warning("undecodable message dropped", peer=sender.hex()[:16], error=str(e))
-                self.metrics.bad_messages.inc()
-                continue
-            txs = _signed_txs(msg)
+        """Decode peer messages and hand them to the core loop.
+
+        Messages carrying transactions (proposals, forwarded batches, sync responses) are
+        decoded and pre-verified in their own tasks, a few at a time, so that small ones
+        (votes, heartbeats, term votes) never wait behind them. The core is built for a
+        network that reorders messages (the simulator checks it), so this is safe.
+        """
+        limiter = trio.CapacityLimiter(4)
+        async with trio.open_nursery() as nursery:
+            async for sender, payload in self.net.incoming:
+                if len(payload) < BIG_MESSAGE:
+                    msg = self._decode(sender, payload)
+                    if msg is not None:
+                        await self._inbox_send.send(("msg", sender, msg))
+                    continue
+                await limiter.acquire_on_behalf_of(payload)
+                nursery.start_soon(self._receive_big, limiter, sender, payload)
+
+    async def _receive_big(self, limiter: trio.CapacityLimiter, sender: bytes, payload: bytes) -> None:
+        try:
+            msg = await trio.to_thread.run_sync(self._decode, sender, payload)
+            if isinstance(msg, ForwardTxs):
+                msg = self._unseen(msg)
+            txs = _signed_txs(msg) if msg is not None else ()
             if txs:
                 await trio.to_thread.run_sync(self._preverify, txs)
-            await self._inbox_send.send(("msg", sender, msg))
+            if msg is not None:
+                await self._inbox_send.send(("msg", sender, msg))
+        finally:
+            limiter.release_on_behalf_of(payload)
+
+    def _decode(self, sender: bytes, payload: bytes) -> Message | None:
+        try:
+            return decode(Message, payload)
+        except CodecError as e:
+            log.warning("undecodable message dropped", peer=sender.hex()[:16], error=str(e))
+            self.metrics.bad_messages.inc()
+            return None
+
+    def _unseen(self, msg: ForwardTxs) -> ForwardTxs | None:
+        """Forwarded transactions the pool already holds or has seen commit cost nothing more."""
+        pool = self.core.pool
+        fresh = tuple(tx for tx in msg.txs if tx.tx_id not in pool and not pool.known_committed(tx.tx_id))
+        if not fresh:
+            return None
+        return msg if len(fresh) == len(msg.txs) else ForwardTxs(fresh)
 
     async def _receive_gossip(self) -> None:
         async for origin, payload in self.net.gossip_incoming:
