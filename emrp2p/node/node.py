@@ -197,10 +197,13 @@ class Node:
                     if msg is not None:
                         await self._inbox_send.send(("msg", sender, msg))
                     continue
-                await limiter.acquire_on_behalf_of(payload)
-                nursery.start_soon(self._receive_big, limiter, sender, payload)
+                token = object()  # equal payloads (a re-sent batch) must not share a token
+                await limiter.acquire_on_behalf_of(token)
+                nursery.start_soon(self._receive_big, limiter, token, sender, payload)
 
-    async def _receive_big(self, limiter: trio.CapacityLimiter, sender: bytes, payload: bytes) -> None:
+    async def _receive_big(
+        self, limiter: trio.CapacityLimiter, token: object, sender: bytes, payload: bytes
+    ) -> None:
         try:
             msg = await trio.to_thread.run_sync(self._decode, sender, payload)
             if isinstance(msg, ForwardTxs):
@@ -211,7 +214,7 @@ class Node:
             if msg is not None:
                 await self._inbox_send.send(("msg", sender, msg))
         finally:
-            limiter.release_on_behalf_of(payload)
+            limiter.release_on_behalf_of(token)
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
         try:
