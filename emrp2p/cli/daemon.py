@@ -50,6 +50,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             max_blocks_per_term=c.max_blocks_per_term,
             max_term_ms=c.max_term_ms,
             max_pending=c.max_pending,
+            forward_retry_ms=c.forward_retry_ms,
         ),
         net=NetConfig(chain_id=genesis.chain_id.hex()[:16], max_frame=cfg.p2p.max_frame),
         rpc_socket=cfg.socket_path,
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emrp2pd: {e}", file=sys.stderr)
         return 2
     configure_logging(json=cfg.log.format == "json", level=cfg.log.level)
+    # Signature checks run in worker threads and take the GIL back after every libsodium
+    # call; a short switch interval keeps them from queueing behind the event loop.
+    sys.setswitchinterval(0.0005)
     from emrp2p.crypto.keyfile import KeyFileError
     from emrp2p.genesis import GenesisFileError
     from emrp2p.net import PortInUse

@@ -22,6 +22,7 @@ Example (``emrp2p testnet`` writes one per node)::
     max_blocks_per_term = 200
     max_term_ms = 60000
     max_pending = 20000
+    forward_retry_ms = 10000
 
     [rpc]
     socket = "emrp2pd.sock"       # in the datadir by default
@@ -101,6 +102,9 @@ class ConsensusSection:
     max_blocks_per_term: int = 200
     max_term_ms: int = 60_000
     max_pending: int = 20_000
+    forward_retry_ms: int = 10_000
+    """A follower forwards a pending transaction to the leader again only after this long: a
+    busy leader must not be flooded with copies of what it already has."""
 
 
 @dataclass
