@@ -45,7 +45,8 @@ def peer_id(public_key: bytes) -> str:
     return Network.peer_id_of(public_key)
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that are free right now."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -70,7 +71,7 @@ def write_testnet(
         tuple(Member(i.public, name, Role.VALIDATOR) for i, name in zip(idents, names, strict=True)),
     )
     save_genesis(genesis, directory / "genesis.json")
-    ports = [base_port + i for i in range(n)] if base_port else _free_ports(n)
+    ports = [base_port + i for i in range(n)] if base_port else free_ports(n)
     metrics = [metrics_base_port + i for i in range(n)] if metrics_base_port else [0] * n
     addrs = [
         f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id(i.public)}" for i, port in zip(idents, ports, strict=True)

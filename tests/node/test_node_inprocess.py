@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import trio
 
+from emrp2p.cli.testnet import free_ports
 from emrp2p.consensus import Config, SubmitStatus
 from emrp2p.crypto import Identity
 from emrp2p.ledger.types import Genesis, Member, Noop, Role, sign_tx
 from emrp2p.net import Network
 from emrp2p.node.node import Node, NodeSettings
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
@@ -31,7 +21,7 @@ def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
         1_700_000_000_000,
         tuple(Member(i.public, f"H{k}", Role.VALIDATOR) for k, i in enumerate(ids)),
     )
-    ports = _free_ports(n)
+    ports = free_ports(n)
     addrs = {
         i.public: f"/ip4/127.0.0.1/tcp/{p}/p2p/{Network.peer_id_of(i.public)}"
         for i, p in zip(ids, ports, strict=True)
