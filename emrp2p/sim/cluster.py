@@ -318,7 +318,7 @@ class Cluster:
         for client in self.clients:
             for nonce in range(client.next_nonce, client.next_nonce + per_client):
                 tx = sign_tx(client.identity, self.chain_id, nonce, Noop(b"%d" % nonce))
-                tx.tx_id  # the client's encoding and id of what it signed: load generation too
+                _ = tx.tx_id  # the client's encoding and id of what it signed: load generation too
                 client.presigned[nonce] = tx
 
     def new_tx(self, client: Client, payload: Payload | None = None) -> Tx:
