@@ -344,7 +344,12 @@ class Node:
         self.metrics.height.set(last.height)
         cert = self.store.certificate(last.height)
         if cert is not None and last.header.proposer == self.identity.public:
-            await self.net.publish(encode(CommitNotice(last.term, cert)))
+            try:
+                await self.net.publish(encode(CommitNotice(last.term, cert)))
+            except RuntimeError as e:
+                # Gossip is lossy by design (block sync recovers anything missed); during
+                # shutdown the network may already be closed while the last write completes.
+                log.debug("commit notice not gossiped", error=str(e))
         members = frozenset(m.node for m in self.ledger.members(self.store.state))
         if members != self._members:
             self._members = members
