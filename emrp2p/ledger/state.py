@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -432,15 +432,8 @@ def audit_count(state: KV, record_id: bytes) -> int:
 
 def audit_entries(state: KV, record_id: bytes, start: int = 0, limit: int | None = None) -> list[AuditEntry]:
     """A record's audit trail in ledger order, from entry ``start``, at most ``limit`` entries."""
-    end = audit_count(state, record_id)
-    if limit is not None:
-        end = min(end, start + limit)
-    out = []
-    for i in range(start, end):
-        entry = read(state, audit_key(record_id, i), AuditEntry)
-        assert entry is not None, "audit counter ahead of its entries"
-        out.append(entry)
-    return out
+    count = audit_count(state, record_id)
+    return _sequence(state, count, lambda i: audit_key(record_id, i), AuditEntry, start, limit)
 
 
 def patient_event_count(state: KV, patient: bytes) -> int:
@@ -449,13 +442,19 @@ def patient_event_count(state: KV, patient: bytes) -> int:
 
 def patient_events(state: KV, patient: bytes, start: int = 0, limit: int | None = None) -> list[PatientEvent]:
     """Events the patient must be told about (break-glass), in ledger order."""
-    end = patient_event_count(state, patient)
-    if limit is not None:
-        end = min(end, start + limit)
+    count = patient_event_count(state, patient)
+    return _sequence(state, count, lambda i: event_key(patient, i), PatientEvent, start, limit)
+
+
+def _sequence(
+    state: KV, count: int, key: Callable[[int], bytes], cls: type[E], start: int, limit: int | None
+) -> list[E]:
+    """Entries ``start`` .. of a counted sequence (entry i under ``key(i)``), at most ``limit``."""
+    end = count if limit is None else min(count, start + limit)
     out = []
     for i in range(start, end):
-        entry = read(state, event_key(patient, i), PatientEvent)
-        assert entry is not None, "event counter ahead of its entries"
+        entry = read(state, key(i), cls)
+        assert entry is not None, f"{cls.__name__} counter ahead of its entries"
         out.append(entry)
     return out
 
