@@ -1,6 +1,6 @@
 """Ledger throughput: validate, execute and durably commit signed transactions in certified blocks.
 
-    python bench/ledger.py [--txs 20000] [--block-size 1000] [--senders 1000] [--mix] [--profile]
+    python bench/ledger.py [--txs 20000] [--block-size 2000] [--senders 1000] [--mix] [--profile]
 
 Transactions are built and signed in a separate (spawned) process, so this
 process starts with a cold verified-signature cache, as a node receiving them
@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emrp2p.codec import decode  # noqa: E402
+from emrp2p.consensus import Config  # noqa: E402
 from emrp2p.crypto import Identity, sha256, verify_many  # noqa: E402
 from emrp2p.ledger.execute import BlockContext, Ledger  # noqa: E402
 from emrp2p.ledger.types import (  # noqa: E402
@@ -190,7 +191,12 @@ def run(encoded: list[bytes], block_size: int, datadir: Path, timer: Timer) -> i
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--txs", type=int, default=20_000)
-    ap.add_argument("--block-size", type=int, default=1_000)
+    ap.add_argument(
+        "--block-size",
+        type=int,
+        default=Config().max_txs_per_block,
+        help="transactions per block (default: the consensus block cap, as the daemon fills them)",
+    )
     ap.add_argument("--senders", type=int, default=1_000, help="distinct senders of the Noop load")
     ap.add_argument("--mix", action="store_true", help="contract calls instead of Noops")
     ap.add_argument("--datadir", type=Path, help="where to put the store (default: a fresh temporary dir)")
