@@ -60,6 +60,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from procstat import HZ, cpu_ticks, machine_busy, main_thread_ticks, pct, rss_mb  # noqa: E402
+
 from emrp2p.cluster import LocalCluster, NodeProcess, wait_until  # noqa: E402
 from emrp2p.genesis import load_genesis  # noqa: E402
 from emrp2p.rpc.client import SyncRpcClient  # noqa: E402
@@ -73,53 +75,6 @@ WAITERS_PER_NODE = 48
 CHUNK = 5000
 SENDERS_PER_CHUNK = 64
 IDLE_SECONDS = 3.0
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------- /proc
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except OSError:
-        return 0
-
-
-def main_thread_ticks(pid: int) -> int:
-    """CPU ticks of a process's main thread (the rest of ``cpu_ticks`` is its other threads)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except OSError:
-        return 0
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]
-    total = sum(v[:8])
-    return total - idle, total
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 # --------------------------------------------------------------------------- signing (worker processes)

@@ -22,13 +22,14 @@ import json
 import os
 import pickle
 import select
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from procstat import HZ, cpu_ticks, machine_busy, pct
 
 SAMPLE_EVERY = 20
 WINDOW = 2000
@@ -174,19 +175,6 @@ def _run_phase(
 # --------------------------------------------------------------------------- the driver
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class _Child:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
@@ -213,28 +201,6 @@ class _Child:
                 self.buf += chunk
         line, _, self.buf = self.buf.partition(b"\n")
         return json.loads(line)  # type: ignore[no-any-return]
-
-
-def _cpu_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except OSError:
-        return 0
-
-
-def _machine_busy() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]) - v[3] - v[4], sum(v[:8])
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
 
 
 def _leader_rate(results: list[dict[str, Any]], warm: float) -> tuple[float, int]:
@@ -279,7 +245,9 @@ def run_reference(
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "pysyncobj-txs.pickle"
     data.write_bytes(pickle.dumps(samples))
-    ports = _free_ports(nodes)
+    from emrp2p.cli.testnet import free_ports
+
+    ports = free_ports(nodes)
     children: list[_Child] = []
     out: dict[str, Any] = {}
     try:
@@ -315,15 +283,14 @@ def run_reference(
             for c in children:
                 c.send({"op": "run", "rate": rate_per_node, "seconds": seconds, "start_at": start_at})
             time.sleep(max(0.0, start_at - time.monotonic()))
-            t_cpu0 = [_cpu_ticks(c.proc.pid) for c in children]
-            m0 = _machine_busy()
+            t_cpu0 = [cpu_ticks(c.proc.pid) for c in children]
+            m0 = machine_busy()
             w0 = time.monotonic()
             time.sleep(seconds)
-            t_cpu1 = [_cpu_ticks(c.proc.pid) for c in children]
-            m1 = _machine_busy()
+            t_cpu1 = [cpu_ticks(c.proc.pid) for c in children]
+            m1 = machine_busy()
             w1 = time.monotonic()
-            hz = os.sysconf("SC_CLK_TCK")
-            cpu = [100.0 * (b - a) / hz / (w1 - w0) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
+            cpu = [100.0 * (b - a) / HZ / (w1 - w0) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
             machine = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * (os.cpu_count() or 1)
             others.append(max(0.0, machine - sum(cpu)))
             return [c.recv(seconds + 30) for c in children], cpu
@@ -340,8 +307,8 @@ def run_reference(
             "fails": sum(sum(r["fails"].values()) for r in res),
             "fail_reasons": _reasons(res),
             "bad": sum(r["bad"] for r in res),
-            "p50_ms": 1000 * _pct(lat, 0.5),
-            "p99_ms": 1000 * _pct(lat, 0.99),
+            "p50_ms": 1000 * pct(lat, 0.5),
+            "p99_ms": 1000 * pct(lat, 0.99),
             "cpu_pct": cpu,
         }
         log(
@@ -357,8 +324,8 @@ def run_reference(
         out["half"] = {
             "offered": half,
             "applied": hrate,
-            "p50_ms": 1000 * _pct(lat, 0.5),
-            "p99_ms": 1000 * _pct(lat, 0.99),
+            "p50_ms": 1000 * pct(lat, 0.5),
+            "p99_ms": 1000 * pct(lat, 0.99),
             "samples": len(lat),
             "fails": sum(sum(r["fails"].values()) for r in res),
             "cpu_pct": cpu,
