@@ -7,9 +7,7 @@ client identities, each with its own nonce sequence.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from emrp2p.crypto import Identity
@@ -38,10 +36,6 @@ class TxFactory:
             out.append(sign_tx(self.identities[i], self.chain_id, nonce, Noop(nonce.to_bytes(8, "big"))))
         return out
 
-    def stream(self, batch: int) -> Iterator[list[Tx]]:
-        while True:
-            yield self.make(batch)
-
 
 @dataclass
 class SubmitStats:
@@ -49,14 +43,12 @@ class SubmitStats:
     duplicate: int = 0
     busy: int = 0
     invalid: int = 0
-    accepted_ids: list[bytes] = field(default_factory=list)
 
     def add(self, results: list[dict[str, Any]]) -> None:
         for r in results:
             status = r["status"]
             if status == "accepted":
                 self.accepted += 1
-                self.accepted_ids.append(bytes.fromhex(r["tx_id"]))
             elif status == "duplicate":
                 self.duplicate += 1
             elif status == "busy":
@@ -78,22 +70,6 @@ class Submitter:
         )
         self.stats.add(results)
         return results
-
-    def paced(self, factory: TxFactory, rate: float, seconds: float, batch: int = 50) -> SubmitStats:
-        """Offer ``rate`` tx/s for ``seconds`` (bounded in count and time)."""
-        total = int(rate * seconds)
-        start = time.monotonic()
-        sent = 0
-        while sent < total:
-            n = min(batch, total - sent)
-            self.submit(factory.make(n))
-            sent += n
-            ahead = start + sent / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            if time.monotonic() - start > seconds * 3 + 10:
-                break
-        return self.stats
 
     def close(self) -> None:
         self.client.close()
