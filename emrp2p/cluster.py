@@ -18,13 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from emrp2p.node.config import CONFIG_NAME, SOCKET_NAME
 from emrp2p.rpc.client import call_sync
 from emrp2p.rpc.errors import RpcError
 
 __all__ = ["LocalCluster", "NodeProcess", "wait_until"]
-
-CONFIG_NAME = "emrp2pd.toml"
-SOCKET_NAME = "emrp2pd.sock"
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emrp2p.node.config import SOCKET_NAME
 from emrp2p.rpc.client import call_sync
 from emrp2p.rpc.errors import RpcError
-
-SOCKET_NAME = "emrp2pd.sock"
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:

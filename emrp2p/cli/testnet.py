@@ -20,7 +20,7 @@ from emrp2p.crypto import Identity
 from emrp2p.crypto.keyfile import write_node_key
 from emrp2p.genesis import save_genesis
 from emrp2p.ledger.types import Genesis, Member, Role
-from emrp2p.node.config import NodeConfig, NodeSection, P2pSection, PeerConfig, dump_config
+from emrp2p.node.config import CONFIG_NAME, NodeConfig, NodeSection, P2pSection, PeerConfig, dump_config
 
 
 def register(sub: Any) -> None:
@@ -88,7 +88,7 @@ def write_testnet(
             ),
         )
         cfg.metrics.port = metrics[k]
-        (node_dir / "emrp2pd.toml").write_text(dump_config(cfg))
+        (node_dir / CONFIG_NAME).write_text(dump_config(cfg))
     return genesis
 
 
@@ -96,7 +96,7 @@ def testnet_command(args: argparse.Namespace) -> int:
     genesis = write_testnet(args.dir, args.nodes, args.base_port, args.metrics_base_port, args.network)
     print(f"wrote {args.nodes} nodes to {args.dir}; chain id {genesis.chain_id.hex()}")
     for k in range(args.nodes):
-        print(f"  emrp2pd --config {args.dir / f'node{k + 1}' / 'emrp2pd.toml'}")
+        print(f"  emrp2pd --config {args.dir / f'node{k + 1}' / CONFIG_NAME}")
     return 0
 
 
@@ -111,8 +111,8 @@ def init_command(args: argparse.Namespace) -> int:
     write_node_key(key_path, ident.seed)
     cfg = NodeConfig(node=NodeSection(name=args.name, datadir=".", genesis="genesis.json", key="node.key"))
     cfg.p2p.port = args.port
-    (d / "emrp2pd.toml").write_text(dump_config(cfg))
+    (d / CONFIG_NAME).write_text(dump_config(cfg))
     print(f"node key {ident.public.hex()}")
     print(f"peer id  {peer_id(ident.public)}")
-    print(f"config   {d / 'emrp2pd.toml'} (add the consortium's genesis.json and [[p2p.peers]])")
+    print(f"config   {d / CONFIG_NAME} (add the consortium's genesis.json and [[p2p.peers]])")
     return 0

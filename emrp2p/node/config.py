@@ -67,6 +67,12 @@ __all__ = [
 ]
 
 
+CONFIG_NAME = "emrp2pd.toml"
+"""The config file's name in a node folder (``emrp2p init`` / ``testnet`` write it there)."""
+SOCKET_NAME = "emrp2pd.sock"
+"""The RPC socket's default name, in the datadir."""
+
+
 class ConfigError(ValueError):
     """The configuration file or an override is unreadable, unknown or of the wrong type."""
 
@@ -109,7 +115,7 @@ class ConsensusSection:
 
 @dataclass
 class RpcSection:
-    socket: str = "emrp2pd.sock"
+    socket: str = SOCKET_NAME
     mode: int = 0
     """0 picks 0o600, or 0o660 when ``group`` is set."""
     group: str = ""

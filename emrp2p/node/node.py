@@ -126,8 +126,6 @@ class Node:
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](4096)
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
-        self.started = trio.Event()
-        self.rpc_socket: str | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ clock
@@ -158,7 +156,7 @@ class Node:
                         events=self.events,
                         observe=self.metrics.observe_rpc,
                     )
-                    self.rpc_socket = await nursery.start(server.run)
+                    await nursery.start(server.run)
                 if s.metrics_listen is not None and s.metrics_listen[1] != 0:
                     await nursery.start(serve_metrics, self.metrics.registry, *s.metrics_listen)
                 log.info(
@@ -169,7 +167,6 @@ class Node:
                     height=self.core.committed_height,
                     term=self.core.term,
                 )
-                self.started.set()
                 task_status.started(self)
         finally:
             self._closing = True
