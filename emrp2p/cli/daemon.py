@@ -53,6 +53,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             forward_retry_ms=c.forward_retry_ms,
         ),
         net=NetConfig(chain_id=genesis.chain_id.hex()[:16], max_frame=cfg.p2p.max_frame),
+        gossip_interval_ms=cfg.p2p.gossip_interval_ms,
         rpc_socket=cfg.socket_path,
         rpc_mode=cfg.rpc.mode or None,
         rpc_group=cfg.rpc.group or None,

@@ -12,6 +12,7 @@ Example (``emrp2p testnet`` writes one per node)::
     host = "127.0.0.1"
     port = 7701
     max_frame = 8388608           # bytes; larger frames reset the stream
+    gossip_interval_ms = 1000     # newest commit notice gossiped at most this often
     peers = [ { key = "<hex>", addr = "/ip4/127.0.0.1/tcp/7702/p2p/<peer id>" } ]
 
     [consensus]
@@ -96,6 +97,9 @@ class P2pSection:
     host: str = "127.0.0.1"
     port: int = 7700
     max_frame: int = 8 << 20
+    gossip_interval_ms: int = 1000
+    """The leader gossips its newest commit notice at most this often (members also get each
+    notice directly; gossip is for nodes without a link to the leader)."""
     peers: list[PeerConfig] = field(default_factory=list)
 
 

@@ -54,6 +54,9 @@ log = structlog.get_logger("emrp2p.node")
 
 __all__ = ["Node", "NodeSettings"]
 
+INLINE_VERIFY_MAX = 16
+"""Up to this many signatures (about 1 ms) are checked on the event loop rather than in a thread."""
+
 
 @dataclass
 class NodeSettings:
@@ -77,6 +80,10 @@ class NodeSettings:
     """LMDB map size (the most the chain may grow to); None keeps the store's default."""
     max_batch: int = 512
     """At most this many inbox items are stepped before one Ready is carried out."""
+    gossip_interval_ms: int = 1000
+    """The leader gossips its latest commit notice at most this often. Validators and observers
+    get every notice directly from the leader; gossip reaches the nodes it has no link to,
+    and block sync fills what they missed in between."""
 
 
 @dataclass
@@ -127,6 +134,8 @@ class Node:
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
         self._closing = False
+        self._gossip_latest: bytes | None = None
+        self._gossip_wake = trio.Event()
 
     # ------------------------------------------------------------------ clock
 
@@ -147,6 +156,7 @@ class Node:
                 nursery.start_soon(self._core_loop)
                 nursery.start_soon(self._receive_messages)
                 nursery.start_soon(self._receive_gossip)
+                nursery.start_soon(self._publish_commits)
                 if s.rpc_socket is not None:
                     server = RpcServer(
                         s.rpc_socket,
@@ -191,7 +201,7 @@ class Node:
                 continue
             txs = _signed_txs(msg)
             if txs:
-                await trio.to_thread.run_sync(self._preverify, txs)
+                await self._preverify(txs)
             await self._inbox_send.send(("msg", sender, msg))
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
@@ -220,8 +230,15 @@ class Node:
                 continue
             await self._inbox_send.send(("msg", origin, msg))
 
-    def _preverify(self, txs: Sequence[Tx]) -> None:
-        verify_many([(tx.sender, tx.signing_bytes(self.chain_id), tx.signature) for tx in txs])
+    async def _preverify(self, txs: Sequence[Tx]) -> None:
+        """Fill the verified-signature cache for ``txs``: in a worker thread for a large batch,
+        inline for a small one (a thread hand-off costs more than a few checks)."""
+        sb = self.ledger.signing_bytes
+        items = [(tx.sender, sb(tx), tx.signature) for tx in txs]
+        if len(items) <= INLINE_VERIFY_MAX:
+            verify_many(items)
+        else:
+            await trio.to_thread.run_sync(verify_many, items)
 
     async def submit(self, txs: Sequence[Tx]) -> list[SubmitResult]:
         """Local intake (RPC): stateless checks, dedupe and back-pressure happen in the core."""
@@ -229,7 +246,7 @@ class Node:
             from emrp2p.rpc.errors import Unavailable
 
             raise Unavailable("node is shutting down")
-        await trio.to_thread.run_sync(self._preverify, txs)
+        await self._preverify(txs)
         reply: list[list[SubmitResult]] = []
         done = trio.Event()
         await self._inbox_send.send(("submit", txs, reply, done))
@@ -341,17 +358,34 @@ class Node:
         self.metrics.height.set(last.height)
         cert = self.store.certificate(last.height)
         if cert is not None and last.header.proposer == self.identity.public:
-            try:
-                await self.net.publish(encode(CommitNotice(last.term, cert)))
-            except RuntimeError as e:
-                # Gossip is lossy by design (block sync recovers anything missed); during
-                # shutdown the network may already be closed while the last write completes.
-                log.debug("commit notice not gossiped", error=str(e))
+            self._gossip_latest = encode(CommitNotice(last.term, cert))
+            self._gossip_wake.set()
         members = frozenset(m.node for m in self.ledger.members(self.store.state))
         if members != self._members:
             self._members = members
             self.net.set_members(members)
             log.info("membership changed", members=len(members))
+
+    async def _publish_commits(self) -> None:
+        """Gossip the latest commit notice, at most once per ``gossip_interval_ms``.
+
+        GossipSub costs every node a signature check, relaying and control traffic per
+        message, too much to pay per block; the newest notice carries the newest certificate,
+        which is all a node needs to know how far to sync.
+        """
+        interval = self.settings.gossip_interval_ms / 1000
+        while True:
+            await self._gossip_wake.wait()
+            self._gossip_wake = trio.Event()
+            payload, self._gossip_latest = self._gossip_latest, None
+            if payload is not None:
+                try:
+                    await self.net.publish(payload)
+                except RuntimeError as e:
+                    # Gossip is lossy by design (block sync recovers anything missed); during
+                    # shutdown the network may already be closed.
+                    log.debug("commit notice not gossiped", error=str(e))
+            await trio.sleep(interval)
 
     def _resolve(self, tx_id: bytes, state: str, height: int | None, code: str | None) -> None:
         w = self._waiters.pop(tx_id, None)
