@@ -47,6 +47,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             election_timeout_ms=c.election_timeout_ms,
             max_txs_per_block=c.max_txs_per_block,
             min_block_interval_ms=c.min_block_interval_ms,
+            max_in_flight=c.max_in_flight,
             max_blocks_per_term=c.max_blocks_per_term,
             max_term_ms=c.max_term_ms,
             max_pending=c.max_pending,

@@ -131,12 +131,63 @@ def _plan(cls: type[Any]) -> tuple[int, tuple[tuple[str, Callable[[Any], Any], C
     _PLANS[cls] = plan
     if not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"):
         keeps_encoding = isinstance(getattr(cls, "encoded", None), functools.cached_property)
-        _PLAIN[cls] = (tuple(f[0] for f in fields), tuple(f[2] for f in fields), keeps_encoding)
+        names, decoders = tuple(f[0] for f in fields), tuple(f[2] for f in fields)
+        _PLAIN[cls] = (names, decoders, keeps_encoding)
+        _FAST[cls] = _compile_fast(cls, names, decoders, keeps_encoding)
     return plan
 
 
 def _identity(v: Any) -> Any:
     return v
+
+
+def _inline(decoder: Callable[[Any], Any], condition: str) -> None:
+    """Attach to a field decoder the test (on ``{v}``) that accepts exactly what it accepts
+    unchanged, so that :func:`_compile_fast` can inline it."""
+    decoder._inline = condition  # type: ignore[attr-defined]
+
+
+_FAST: dict[type[Any], Callable[[Any], Any]] = {}
+"""Per plain wire type, a decoder compiled with its simple field checks inlined."""
+
+
+def _compile_fast(cls: type[Any], names: tuple[str, ...], decoders: tuple[Callable[[Any], Any], ...],
+                  keeps_encoding: bool) -> Callable[[Any], Any]:
+    """One function per type: unpack, test every simple field inline, build the object.
+
+    Anything the inline tests refuse goes to the generic path, which raises the precise
+    error; so the fast path accepts exactly what the generic one accepts.
+    """
+    n = len(names)
+    env: dict[str, Any] = {"_slow": functools.partial(_plain_decode, cls), "_cls": cls, "_new": object.__new__,
+                           "_set": object.__setattr__, "_dumps": cbor2.dumps}
+    tests = []
+    values = []
+    for i, dec in enumerate(decoders):
+        cond = getattr(dec, "_inline", None)
+        if cond is None:
+            env[f"_d{i}"] = dec
+            values.append(f"_d{i}(f{i})")
+        else:
+            tests.append("(" + cond.format(v=f"f{i}") + ")")
+            values.append(f"f{i}")
+    unpack = ", ".join(["_"] + [f"f{i}" for i in range(n)])
+    body = [
+        "def fast(v):",
+        f"    if type(v) is not list or len(v) != {n + 1}:",
+        "        return _slow(v)",
+        f"    {unpack}, = v",
+    ]
+    if tests:
+        body += [f"    if not ({' and '.join(tests)}):", "        return _slow(v)"]
+    items = ", ".join(f"{name!r}: {val}" for name, val in zip(names, values, strict=True))
+    body.append(f"    d = {{{items}}}")
+    if keeps_encoding:
+        body.append("    d['encoded'] = _dumps(v, canonical=True)")
+    body += ["    obj = _new(_cls)", "    _set(obj, '__dict__', d)", "    return obj"]
+    exec("\n".join(body), env)  # noqa: S102 - source built above from field specs only
+    fast: Callable[[Any], Any] = env["fast"]
+    return fast
 
 
 def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
@@ -152,6 +203,7 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise SchemaMismatch(f"{where}: expected bool")
             return v
 
+        _inline(dec_bool, "type({v}) is bool")
         return _identity, dec_bool
     if tp is int or (isinstance(tp, type) and issubclass(tp, enum.IntEnum)):
         lo = INT_MIN if limits.min_value is None else limits.min_value
@@ -169,6 +221,8 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise SchemaMismatch(f"{where}: {e}") from None
 
         enc_int: Callable[[Any], Any] = int if tp is not int else _identity
+        if tp is int:
+            _inline(dec_int, f"type({{v}}) is int and {lo} <= {{v}} <= {hi}")
         return enc_int, dec_int
     if tp is bytes or tp is str:
         kind = tp
@@ -184,6 +238,8 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise OversizeValue(f"{where}: length {len(v)} over {max_len}")
             return v
 
+        size = f"len({{v}}) == {exact}" if exact is not None and exact <= max_len else f"len({{v}}) <= {max_len}"
+        _inline(dec_str, f"type({{v}}) is {kind.__name__} and {size}")
         return _identity, dec_str
     if origin is tuple:
         if len(args) != 2 or args[1] is not Ellipsis:
@@ -200,7 +256,7 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise SchemaMismatch(f"{where}: expected array")
             if len(v) > max_items:
                 raise OversizeValue(f"{where}: {len(v)} items over {max_items}")
-            return tuple(dec_item(x) for x in v)
+            return tuple([dec_item(x) for x in v])
 
         return enc_tuple, dec_tuple
     if origin in (typing.Union, types.UnionType):
@@ -261,27 +317,37 @@ def _from_prim(v: Any) -> Any:
     cls = _REGISTRY.get(tag)
     if cls is None:
         raise UnknownType(f"unknown type tag {tag}")
+    fast = _FAST.get(cls)
+    if fast is not None:
+        return fast(v)
     _, fields = _plan(cls)
     if len(v) != len(fields) + 1:
         raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
-    plain = _PLAIN.get(cls)
-    if plain is not None:
-        # Every field is checked by its decoder; skip the frozen dataclass __init__ (one
-        # object.__setattr__ per field), the hottest cost of decoding a block.
-        names, decoders, keeps_encoding = plain
-        obj = object.__new__(cls)
-        d = dict(zip(names, map(operator.call, decoders, v[1:]), strict=True))
-        if keeps_encoding:
-            # The canonical encoding of a part is the part of the canonical whole (which
-            # ``decode`` checks), so this equals ``encode(obj)`` at a fraction of the cost.
-            d["encoded"] = cbor2.dumps(v, canonical=True)
-        _set_dict(obj, d)
-        return obj
+    fast = _FAST.get(cls)
+    if fast is not None:
+        return fast(v)
     kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:], strict=True)}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise SchemaMismatch(f"{cls.__name__}: {e}") from None
+
+
+def _plain_decode(cls: type[Any], v: list[Any]) -> Any:
+    """The generic decoding of a plain type (every field checked by its decoder), which skips
+    the frozen dataclass __init__ (one object.__setattr__ per field)."""
+    _, fields = _plan(cls)
+    if len(v) != len(fields) + 1:
+        raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
+    names, decoders, keeps_encoding = _PLAIN[cls]
+    obj = object.__new__(cls)
+    d = dict(zip(names, map(operator.call, decoders, v[1:]), strict=True))
+    if keeps_encoding:
+        # The canonical encoding of a part is the part of the canonical whole (which
+        # ``decode`` checks), so this equals ``encode(obj)`` at a fraction of the cost.
+        d["encoded"] = cbor2.dumps(v, canonical=True)
+    _set_dict(obj, d)
+    return obj
 
 
 def _set_dict(obj: Any, d: dict[str, Any]) -> None:
@@ -304,20 +370,21 @@ def _loads_strict(data: bytes, max_size: int) -> Any:
         raise MalformedEncoding("expected bytes")
     if len(data) > max_size:
         raise OversizeValue(f"message of {len(data)} bytes over {max_size}")
-    fp = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(fp, tag_hook=_tag_hook).decode()
+        # Reads the first value and ignores what follows: _check_canonical catches trailing bytes.
+        return cbor2.loads(data, tag_hook=_tag_hook)
     except CodecError:
         raise
     except Exception as e:  # cbor2 raises several types for broken input
         raise MalformedEncoding(f"not well-formed CBOR: {e}") from None
-    if fp.tell() != len(data):
-        raise TrailingBytes(f"{len(data) - fp.tell()} bytes after the value")
-    return value
 
 
 def _check_canonical(value: Any, data: bytes) -> None:
     if cbor2.dumps(value, canonical=True) != bytes(data):
+        fp = io.BytesIO(data)
+        cbor2.CBORDecoder(fp, tag_hook=_tag_hook).decode()
+        if fp.tell() != len(data):
+            raise TrailingBytes(f"{len(data) - fp.tell()} bytes after the value")
         raise NonCanonicalEncoding("encoding is not canonical")
 
 

@@ -16,6 +16,14 @@ class Config:
     max_txs_per_block: int = 2000
     min_block_interval_ms: int = 100
     """At most 1000 / this blocks per second."""
+    max_in_flight: int = 1
+    """The leader proposes on top of at most this many of its own blocks still waiting for a
+    quorum (pipelining; 1 = one round at a time). A certificate for a block commits every
+    uncommitted block below it, so a lost vote for one of them costs nothing."""
+    pipeline_min_txs: int = 200
+    """A block is proposed while another is in flight only if it carries at least this many
+    transactions: under light load rounds stay one at a time (every block costs every node a
+    fixed amount of work), under heavy load full blocks overlap."""
     max_blocks_per_term: int = 200
     max_term_ms: int = 60_000
     """The leader hands over after this many blocks or this long (fairness, load spreading)."""

@@ -476,6 +476,15 @@ class Core:
     def _in_flight(self) -> bool:
         return bool(self._accepted) and self._accepted[-1].block.term == self.term
 
+    def _in_flight_count(self) -> int:
+        """Accepted, uncommitted blocks of the current term (they are the tail of ``_accepted``)."""
+        n = 0
+        for e in reversed(self._accepted):
+            if e.block.term != self.term:
+                break
+            n += 1
+        return n
+
     # ------------------------------------------------------------------ helpers
 
     def _send(self, to: bytes, msg: Message) -> None:
@@ -632,7 +641,10 @@ class Core:
         cfg = self.cfg
         if not self._established or self._term_leader != self.me:
             return  # not the leader (the cheap part of the role test below)
-        if self.role is not Role.LEADER or self._in_flight():
+        if self.role is not Role.LEADER:
+            return
+        in_flight = self._in_flight_count()
+        if in_flight >= cfg.max_in_flight:
             return
         if self._mono - self._last_propose < cfg.min_block_interval_ms:
             return
@@ -644,6 +656,8 @@ class Core:
         candidates = self.pool.candidates(in_blocks, cfg.max_txs_per_block)
         if not candidates and not self._accepted:
             return
+        if in_flight and len(candidates) < cfg.pipeline_min_txs:
+            return  # light load: a round at a time, each block as full as it comes
         height = self.committed_height + len(self._accepted) + 1
         parent = self._accepted[-1].block.header if self._accepted else None
         parent_hash = parent.block_hash if parent is not None else self._tip_hash

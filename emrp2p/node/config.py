@@ -20,6 +20,7 @@ Example (``emrp2p testnet`` writes one per node)::
     election_timeout_ms = 1000
     max_txs_per_block = 2000
     min_block_interval_ms = 20
+    max_in_flight = 1             # blocks awaiting votes at once (pipelining)
     max_blocks_per_term = 200
     max_term_ms = 60000
     max_pending = 20000
@@ -109,6 +110,8 @@ class ConsensusSection:
     election_timeout_ms: int = 1000
     max_txs_per_block: int = 2000
     min_block_interval_ms: int = 20
+    max_in_flight: int = 1
+    """Blocks the leader may have waiting for votes at once (pipelining)."""
     max_blocks_per_term: int = 200
     max_term_ms: int = 60_000
     max_pending: int = 20_000
