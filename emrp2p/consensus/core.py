@@ -711,6 +711,7 @@ class Core:
             if isinstance(err, BadNonce):
                 expected = self.ledger.next_nonce(state, tx.sender) + used.get(tx.sender, 0)
                 if tx.nonce > expected:
+                    self.pool.park(tx)
                     continue
             self.pool.reject(tx.tx_id, err.code)
             self._out.events.append(TxRejected(tx.tx_id, err.code))

@@ -77,6 +77,9 @@ class TxPool:
         self._done = _Recent(remember)
         self._unsent: dict[bytes, None] = {}
         self._sent: dict[bytes, int] = {}
+        self._parked: dict[bytes, set[bytes]] = {}
+        """sender -> pending ids whose nonce is ahead of the sender's next (a gap)."""
+        self._parked_ids: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -101,13 +104,29 @@ class TxPool:
             return SubmitStatus.BUSY
         self._pending[tx_id] = _Pending(tx, now_ms)
         self._unsent[tx_id] = None
+        if tx.sender in self._parked:
+            self._release(tx.sender)  # it may fill the gap
         return SubmitStatus.ACCEPTED
+
+    def park(self, tx: Tx) -> None:
+        """Hold back a pending transaction whose nonce is ahead of its sender's next one: it is
+        no candidate until another transaction of that sender arrives or commits (which may
+        fill the gap), so a leader does not try it again for every block."""
+        if tx.tx_id in self._pending:
+            self._parked.setdefault(tx.sender, set()).add(tx.tx_id)
+            self._parked_ids.add(tx.tx_id)
+
+    def _release(self, sender: bytes) -> None:
+        ids = self._parked.pop(sender, None)
+        if ids:
+            self._parked_ids -= ids
 
     def candidates(self, exclude: set[bytes], limit: int) -> list[Tx]:
         """Oldest first, then stably ordered by nonce so each sender's run is in nonce order."""
         out: list[Tx] = []
+        parked = self._parked_ids
         for tx_id, p in self._pending.items():
-            if tx_id not in exclude:
+            if tx_id not in exclude and tx_id not in parked:
                 out.append(p.tx)
                 if len(out) >= limit:
                     break
@@ -121,8 +140,11 @@ class TxPool:
         # ``remember`` inlined, evicting once at the end: either way the most recently
         # remembered ``capacity`` ids stay, in the same order.
         unsent, sent = self._unsent, self._sent
+        parked = self._parked
         for tx in txs:
             tx_id = tx.tx_id
+            if parked and tx.sender in parked:
+                self._release(tx.sender)  # its nonce moved on: the parked ones may be next
             if pop(tx_id, None) is not None:
                 unsent.pop(tx_id, None)
                 sent.pop(tx_id, None)
@@ -137,6 +159,14 @@ class TxPool:
         self._done.remember(tx_id, TxStatus(TxState.REJECTED, code=code))
 
     def _forget(self, tx_id: bytes) -> None:
+        p = self._pending.get(tx_id)
+        if p is not None and tx_id in self._parked_ids:
+            self._parked_ids.discard(tx_id)
+            ids = self._parked.get(p.tx.sender)
+            if ids is not None:
+                ids.discard(tx_id)
+                if not ids:
+                    del self._parked[p.tx.sender]
         self._pending.pop(tx_id, None)
         self._unsent.pop(tx_id, None)
         self._sent.pop(tx_id, None)

@@ -87,7 +87,7 @@ def box_public_key(ed25519_public: bytes) -> bytes:
 class _VerifiedCache:
     """Bounded LRU of (key, message digest, signature) triples known to verify."""
 
-    def __init__(self, capacity: int = 1 << 20) -> None:
+    def __init__(self, capacity: int = 1 << 17) -> None:
         self._capacity = capacity
         self._items: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()

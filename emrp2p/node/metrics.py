@@ -43,6 +43,11 @@ class NodeMetrics:
         self.send_drops = Counter(
             "emrp2p_send_drops", "Messages not queued to a peer (queue full)", registry=r
         )
+        self.forward_drops = Counter(
+            "emrp2p_forward_drops",
+            "Forwarded transaction batches dropped because intake was full (the forwarder retries)",
+            registry=r,
+        )
         self.net = Gauge("emrp2p_net", "Network layer counters", ["counter"], registry=r)
 
     def observe_rpc(self, method: str, code: int | None) -> None:

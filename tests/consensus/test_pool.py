@@ -1,0 +1,59 @@
+"""The pending pool holds back transactions waiting on an earlier nonce of their sender."""
+
+from __future__ import annotations
+
+from emrp2p.consensus.pool import TxPool
+from emrp2p.crypto import Identity
+from emrp2p.ledger.types import Noop, Tx, sign_tx
+
+CHAIN = b"c" * 32
+
+
+def txs(name: str, nonces: range) -> list[Tx]:
+    ident = Identity.from_test_name(name)
+    return [sign_tx(ident, CHAIN, n, Noop(bytes([n]))) for n in nonces]
+
+
+def test_a_parked_transaction_is_no_candidate_until_its_sender_sends_again() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    a = txs("alice", range(3))
+    b = txs("bob", range(1))
+    pool.add(a[2], 0)  # nonce 2 while the ledger expects 0: a gap
+    pool.add(b[0], 0)
+    pool.park(a[2])
+    assert pool.candidates(set(), 10) == [b[0]]
+    pool.add(a[1], 1)  # still a gap, but the leader must look again
+    assert set(pool.candidates(set(), 10)) == {a[1], a[2], b[0]}
+
+
+def test_a_commit_by_the_sender_releases_its_parked_transactions() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    a = txs("alice", range(2))
+    pool.add(a[1], 0)
+    pool.park(a[1])
+    assert pool.candidates(set(), 10) == []
+    pool.committed([a[0]], height=5)  # the missing nonce came in someone else's block
+    assert pool.candidates(set(), 10) == [a[1]]
+
+
+def test_expired_and_rejected_parked_transactions_leave_no_trace() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    a = txs("alice", range(3))
+    pool.add(a[1], 0)
+    pool.add(a[2], 50)
+    pool.park(a[1])
+    pool.park(a[2])
+    assert pool.expire(now_ms=100, ttl_ms=60) == [a[1].tx_id]
+    pool.reject(a[2].tx_id, "bad_nonce")
+    assert len(pool) == 0
+    assert pool._parked == {} and pool._parked_ids == set()
+    pool.add(a[0], 200)
+    assert pool.candidates(set(), 10) == [a[0]]
+
+
+def test_parking_a_transaction_not_pending_does_nothing() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    (a,) = txs("alice", range(1))
+    pool.park(a)
+    pool.add(a, 0)
+    assert pool.candidates(set(), 10) == [a]
