@@ -697,7 +697,19 @@ class Core:
         self._accepted.append(entry)
         self._out.write.accept.append(block)
         self._broadcast(Propose(self.term, block), validators)
+        if parent_cert is not None:
+            self._drop_notices(parent_cert, validators)
         self._count_vote(entry, self._cast_vote(block))
+
+    def _drop_notices(self, cert: Certificate, to: Sequence[bytes]) -> None:
+        """A proposal that carries ``cert`` as its parent certificate commits the parent for the
+        validators it goes to: a commit notice to them in the same batch is one message too many."""
+        targets = set(to)
+        self._out.messages = [
+            (dest, m)
+            for dest, m in self._out.messages
+            if not (dest in targets and type(m) is CommitNotice and m.cert is cert)
+        ]
 
     def _drop_rejected(self, state: KV, included: list[Tx], rejected: list[tuple[Tx, LedgerError]]) -> None:
         """Report and drop what failed; keep a transaction whose nonce is merely ahead (a gap
