@@ -258,3 +258,41 @@ def test_maps_floats_and_tags_are_malformed_or_refused() -> None:
             decode_any(bad)
     with pytest.raises(MalformedEncoding):
         decode_any(bytes([0x82, 0x18, 180, 0xD8, 100, 0x40]))  # a tag without built-in meaning
+
+
+def _outcome(fn: Any, v: Any) -> Any:
+    try:
+        return ("ok", fn(v))
+    except CodecError as e:
+        return (type(e).__name__, str(e))
+
+
+def test_the_compiled_decoder_accepts_and_refuses_exactly_what_the_generic_one_does() -> None:
+    from emrp2p.codec import _FAST, _plain_decode, _plan
+    from emrp2p.crypto import Identity
+    from emrp2p.ledger.types import Noop, Tx, sign_tx
+
+    tx = sign_tx(Identity.from_test_name("fast"), b"c" * 32, 7, Noop(b"tag"))
+    _plan(Tx)
+    good = [2, tx.sender, tx.nonce, [180, b"tag"], tx.signature]
+    variants = [
+        good,
+        good[:-1],
+        good + [b""],
+        [2, tx.sender[:31], tx.nonce, [180, b"tag"], tx.signature],
+        [2, tx.sender, -1, [180, b"tag"], tx.signature],
+        [2, tx.sender, True, [180, b"tag"], tx.signature],
+        [2, tx.sender, 1 << 64, [180, b"tag"], tx.signature],
+        [2, tx.sender, tx.nonce, [180, b"x" * 65], tx.signature],
+        [2, tx.sender, tx.nonce, [180, "tag"], tx.signature],
+        [2, tx.sender, tx.nonce, [2, b"tag"], tx.signature],
+        [2, tx.sender, tx.nonce, [180, b"tag"], bytearray(tx.signature)],
+        "not a list",
+    ]
+    for v in variants:
+        fast, slow = _outcome(_FAST[Tx], v), _outcome(lambda x: _plain_decode(Tx, x), v)
+        if fast[0] == "ok":
+            assert slow[0] == "ok" and fast[1] == slow[1] == tx
+        else:
+            assert fast == slow
+    assert _outcome(_FAST[Tx], good) == ("ok", tx)

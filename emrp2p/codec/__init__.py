@@ -151,16 +151,22 @@ _FAST: dict[type[Any], Callable[[Any], Any]] = {}
 """Per plain wire type, a decoder compiled with its simple field checks inlined."""
 
 
-def _compile_fast(cls: type[Any], names: tuple[str, ...], decoders: tuple[Callable[[Any], Any], ...],
-                  keeps_encoding: bool) -> Callable[[Any], Any]:
+def _compile_fast(
+    cls: type[Any], names: tuple[str, ...], decoders: tuple[Callable[[Any], Any], ...], keeps_encoding: bool
+) -> Callable[[Any], Any]:
     """One function per type: unpack, test every simple field inline, build the object.
 
     Anything the inline tests refuse goes to the generic path, which raises the precise
     error; so the fast path accepts exactly what the generic one accepts.
     """
     n = len(names)
-    env: dict[str, Any] = {"_slow": functools.partial(_plain_decode, cls), "_cls": cls, "_new": object.__new__,
-                           "_set": object.__setattr__, "_dumps": cbor2.dumps}
+    env: dict[str, Any] = {
+        "_slow": functools.partial(_plain_decode, cls),
+        "_cls": cls,
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_dumps": cbor2.dumps,
+    }
     tests = []
     values = []
     for i, dec in enumerate(decoders):
@@ -238,7 +244,10 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise OversizeValue(f"{where}: length {len(v)} over {max_len}")
             return v
 
-        size = f"len({{v}}) == {exact}" if exact is not None and exact <= max_len else f"len({{v}}) <= {max_len}"
+        if exact is None:
+            size = f"len({{v}}) <= {max_len}"
+        else:
+            size = f"len({{v}}) == {exact}" if exact <= max_len else "False"
         _inline(dec_str, f"type({{v}}) is {kind.__name__} and {size}")
         return _identity, dec_str
     if origin is tuple:
@@ -318,19 +327,18 @@ def _from_prim(v: Any) -> Any:
     if cls is None:
         raise UnknownType(f"unknown type tag {tag}")
     fast = _FAST.get(cls)
-    if fast is not None:
-        return fast(v)
-    _, fields = _plan(cls)
-    if len(v) != len(fields) + 1:
-        raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
-    fast = _FAST.get(cls)
-    if fast is not None:
-        return fast(v)
-    kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:], strict=True)}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise SchemaMismatch(f"{cls.__name__}: {e}") from None
+    if fast is None:
+        _, fields = _plan(cls)  # the first use of a plain type compiles its fast decoder
+        fast = _FAST.get(cls)
+        if fast is None:
+            if len(v) != len(fields) + 1:
+                raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
+            kwargs = {name: dec(x) for (name, _, dec), x in zip(fields, v[1:], strict=True)}
+            try:
+                return cls(**kwargs)
+            except (TypeError, ValueError) as e:
+                raise SchemaMismatch(f"{cls.__name__}: {e}") from None
+    return fast(v)
 
 
 def _plain_decode(cls: type[Any], v: list[Any]) -> Any:

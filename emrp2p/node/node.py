@@ -9,9 +9,12 @@ core's contract; acknowledgements to local apps ("committed") are given only
 after the write is durable.
 
 Signature checks are kept off the loop's critical path: messages and
-submissions carrying signed transactions are pre-verified in a worker thread
-(libsodium releases the GIL) before they reach the inbox, which fills the
-process-wide verified-signature cache that the core then hits.
+submissions carrying signed transactions are pre-verified before they reach
+the inbox (in a worker thread for a large batch, as libsodium releases the GIL;
+inline for a few signatures, where a thread hand-off costs more than the
+checks), which fills the process-wide verified-signature cache that the core
+then hits. Transactions forwarded by other members take a lane of their own, so
+that proposals and votes never queue behind their checks.
 """
 
 from __future__ import annotations
