@@ -230,7 +230,9 @@ class Node:
                 if fresh is None:
                     continue
                 msg = fresh
-                await self._preverify(msg.txs)
+                # Always in a worker thread: on the leader this lane carries most of the load,
+                # and checks in another thread can use the other core meanwhile.
+                await self._preverify(msg.txs, inline_max=0)
             await self._inbox_send.send(("msg", sender, msg))
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
@@ -259,12 +261,12 @@ class Node:
                 continue
             await self._inbox_send.send(("msg", origin, msg))
 
-    async def _preverify(self, txs: Sequence[Tx]) -> None:
+    async def _preverify(self, txs: Sequence[Tx], inline_max: int = INLINE_VERIFY_MAX) -> None:
         """Fill the verified-signature cache for ``txs``: in a worker thread for a large batch,
         inline for a small one (a thread hand-off costs more than a few checks)."""
         sb = self.ledger.signing_bytes
         items = [(tx.sender, sb(tx), tx.signature) for tx in txs]
-        if len(items) <= INLINE_VERIFY_MAX:
+        if len(items) <= inline_max:
             verify_many(items)
         else:
             await trio.to_thread.run_sync(verify_many, items)
