@@ -49,6 +49,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             max_txs_per_block=c.max_txs_per_block,
             min_block_interval_ms=c.min_block_interval_ms,
             max_in_flight=c.max_in_flight,
+            forward_interval_ms=c.forward_interval_ms,
             max_blocks_per_term=c.max_blocks_per_term,
             max_term_ms=c.max_term_ms,
             max_pending=c.max_pending,

@@ -31,6 +31,9 @@ class Config:
     """Pending pool bound: past it ``submit`` answers ``BUSY`` (back-pressure, never silent loss)."""
     pending_ttl_ms: int = 120_000
     """A pending transaction not committed by then is dropped and reported as expired."""
+    forward_interval_ms: int = 0
+    """A follower forwards what its apps submitted at most this often (0: every tick). Each
+    message costs the leader a fixed amount beyond its transactions."""
     forward_retry_ms: int = 2000
     """Pending transactions are forwarded to the leader again after this long without commit."""
     max_clock_drift_ms: int = 5000

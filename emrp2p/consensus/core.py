@@ -279,7 +279,7 @@ class Core:
         self._last_heartbeat = -(10**12)
         self._last_termvote = 0
         self._last_status = -(10**12)
-        self._last_forward_scan = 0
+        self._last_forward = -(10**12)
 
         self._sync: tuple[bytes, int] | None = None
         self._sync_peer_rr = 0
@@ -428,7 +428,9 @@ class Core:
             self._sync = None
         for tx_id in self.pool.expire(now, cfg.pending_ttl_ms):
             self._out.events.append(TxExpired(tx_id))
-        self._forward_pending()  # batched: once per tick
+        if now - self._last_forward >= cfg.forward_interval_ms:
+            self._last_forward = now
+            self._forward_pending()  # batched: one message per interval, whatever arrived
         self._after()
 
     # ------------------------------------------------------------------ outputs
