@@ -19,6 +19,7 @@ that proposals and votes never queue behind their checks.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ class NodeSettings:
     """LMDB map size (the most the chain may grow to); None keeps the store's default."""
     max_batch: int = 512
     """At most this many inbox items are stepped before one Ready is carried out."""
-    forward_queue: int = 4096
-    """Forwarded-transaction messages waiting to be checked; more are dropped (and resent)."""
+    forward_queue_bytes: int = 32 << 20
+    """Forwarded-transaction messages waiting to be checked, in bytes; past it they are dropped
+    (and resent by their forwarder after ``forward_retry_ms``)."""
     gossip_interval_ms: int = 1000
     """The leader gossips its latest commit notice at most this often. Validators and observers
     get every notice directly from the leader; gossip reaches the nodes it has no link to,
@@ -139,7 +141,8 @@ class Node:
         self.events = EventBus()
         self.metrics = NodeMetrics()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](4096)
-        self._forward_send, self._forwards = trio.open_memory_channel[tuple[bytes, bytes]](s.forward_queue)
+        self._forward_send, self._forwards = trio.open_memory_channel[tuple[bytes, bytes]](math.inf)
+        self._forward_bytes = 0
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
         self._closing = False
@@ -206,10 +209,11 @@ class Node:
         """
         async for sender, payload in self.net.incoming:
             if payload[:3] == _FORWARD_PREFIX:
-                try:
-                    self._forward_send.send_nowait((sender, payload))
-                except trio.WouldBlock:
+                if self._forward_bytes + len(payload) > self.settings.forward_queue_bytes:
                     self.metrics.forward_drops.inc()
+                else:
+                    self._forward_bytes += len(payload)
+                    self._forward_send.send_nowait((sender, payload))
                 continue
             msg = self._decode(sender, payload)
             if msg is None:
@@ -222,6 +226,7 @@ class Node:
     async def _receive_forwards(self) -> None:
         """Forwarded transactions: those the pool already holds are dropped before they cost a check."""
         async for sender, payload in self._forwards:
+            self._forward_bytes -= len(payload)
             msg = self._decode(sender, payload)
             if msg is None:
                 continue

@@ -98,3 +98,33 @@ async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_c
         assert verify_chain(store).ok
     finally:
         store.close()
+
+
+async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_counted(tmp_path: Path) -> None:
+    import dataclasses
+
+    from emrp2p.consensus.core import Role
+
+    settings = [dataclasses.replace(s, forward_queue_bytes=64) for s in _settings(tmp_path, 4)]
+    client = Identity.from_test_name("client")
+    chain_id = settings[0].genesis.chain_id
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = [await nursery.start(Node(s).run) for s in settings]
+            while not any(n.core.role is Role.LEADER for n in nodes):
+                await trio.sleep(0.05)
+            leader = next(n for n in nodes if n.core.role is Role.LEADER)
+            follower = next(n for n in nodes if n is not leader)
+            tx = sign_tx(client, chain_id, 0, Noop(b"over budget"))
+            (result,) = await follower.submit([tx])
+            assert result.status is SubmitStatus.ACCEPTED
+            while leader.metrics.forward_drops._value.get() == 0:
+                await trio.sleep(0.05)
+            assert tx.tx_id not in leader.core.pool
+            assert follower.core.tx_status(tx.tx_id).state.value == "pending"
+            # The leader's own intake is not affected.
+            own = sign_tx(client, chain_id, 0, Noop(b"direct"))
+            (result,) = await leader.submit([own])
+            w = await leader.wait_committed(own.tx_id, 30)
+            assert w.state == "committed"
+            nursery.cancel_scope.cancel()
