@@ -100,7 +100,9 @@ async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_c
         store.close()
 
 
-async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_counted(tmp_path: Path) -> None:
+async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
     import dataclasses
 
     from emrp2p.consensus.core import Role
