@@ -228,17 +228,15 @@ class Node:
         async for sender, payload in self._forwards:
             self._forward_bytes -= len(payload)
             msg = self._decode(sender, payload)
-            if msg is None:
+            if not isinstance(msg, ForwardTxs):
+                continue  # undecodable (the prefix admits no other type)
+            fresh = self._unseen(msg)
+            if fresh is None:
                 continue
-            if isinstance(msg, ForwardTxs):
-                fresh = self._unseen(msg)
-                if fresh is None:
-                    continue
-                msg = fresh
-                # Always in a worker thread: on the leader this lane carries most of the load,
-                # and checks in another thread can use the other core meanwhile.
-                await self._preverify(msg.txs, inline_max=0)
-            await self._inbox_send.send(("msg", sender, msg))
+            # Always in a worker thread: on the leader this lane carries most of the load,
+            # and checks in another thread can use the other core meanwhile.
+            await self._preverify(fresh.txs, inline_max=0)
+            await self._inbox_send.send(("msg", sender, fresh))
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
         try:

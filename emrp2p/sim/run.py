@@ -24,6 +24,7 @@ SIM_CONFIG = Config(
     election_timeout_ms=1000,
     min_block_interval_ms=50,
     max_in_flight=4,
+    pipeline_min_txs=1,
     max_blocks_per_term=40,
     max_term_ms=8000,
     sync_batch_blocks=64,
