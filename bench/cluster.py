@@ -25,14 +25,16 @@
    transaction's Ed25519 signature as it applies it (``bench/pysyncobj_ref.py``).
 5. Last line: ``cluster_tx_per_s=<peak committed tx/s>``.
 
-``--profile DIR`` runs every daemon under a wrapper (slower; figures are then
-not comparable): cProfile of the main thread's CPU time, switched on for each
-step only (DIR/nodeI.prof.<step>), plus counters for the work off the main
-thread (signature checks, ``verify_many`` and ``LmdbStore.write`` wall time),
-the consensus messages each core emitted (and the transactions they carried),
-and hop delays (a core emits a Propose / BlockVote -> the receiving core steps
-it). For the peak step it prints these and the top costs, summed over the
-nodes (the leader role rotates, so every node leads part of the time).
+``--profile DIR`` runs every daemon under a wrapper that accounts CPU during
+each step (DIR/nodeI.prof.<step>.json) at a few percent of overhead (a
+function-level profiler such as cProfile slows a loaded node so much that the
+cluster's behaviour changes): the main thread's CPU per trio task (a trio
+Instrument and ``time.thread_time``) and in the scheduler between task steps,
+garbage collection pauses, the CPU of signature checks and store writes in
+whatever thread runs them, the consensus messages each core emitted (and the
+transactions they carried), and hop delays (a core emits a Propose / BlockVote
+-> the receiving core steps it). For the peak step it prints these summed over
+the nodes (the leader role rotates, so every node leads part of the time).
 Every process started here is stopped (SIGTERM, then SIGKILL) on the way out.
 """
 
@@ -40,11 +42,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import multiprocessing
 import os
-import pstats
 import queue
 import shutil
 import signal
@@ -249,34 +249,68 @@ class Submitter:
 
 
 PROFILE_WRAPPER = """
-import cProfile, json, runpy, signal, sys, threading, time
+import gc, json, runpy, signal, sys, threading, time
+import trio
 import emrp2p.crypto as crypto
 from emrp2p.store.lmdb_store import LmdbStore
 
 out = sys.argv.pop(1)
-prof = cProfile.Profile(time.thread_time)  # CPU time of the main thread: preemption is not counted
 n = [0]
 lock = threading.Lock()
 acc = {}
+on_flag = [False]
+
+def add(name, dt):
+    c = acc.setdefault(name, [0, 0.0])
+    c[0] += 1
+    c[1] += dt
+
+class TaskClock(trio.abc.Instrument):
+    # Main-thread CPU (thread_time: preemption is not counted) per trio task, and between steps.
+    last = None
+    t0 = 0.0
+    def before_task_step(self, task):
+        self.t0 = time.thread_time()
+        if on_flag[0] and self.last is not None:
+            with lock:
+                add("main thread: trio scheduler, between task steps", self.t0 - self.last)
+    def after_task_step(self, task):
+        t1 = time.thread_time()
+        if on_flag[0]:
+            with lock:
+                add("main thread: task " + task.name.rsplit(".", 1)[-1].split("[")[0], t1 - self.t0)
+        self.last = t1
+
+_run = trio.run
+def run(*args, **kwargs):
+    kwargs.setdefault("instruments", []).append(TaskClock())
+    return _run(*args, **kwargs)
+trio.run = run
+
+gc_start = [0.0]
+def gc_clock(phase, info):
+    if phase == "start":
+        gc_start[0] = time.perf_counter()
+    elif on_flag[0]:
+        with lock:
+            add(f"garbage collection, generation {info['generation']} (wall)", time.perf_counter() - gc_start[0])
+gc.callbacks.append(gc_clock)
 
 def timed(name, fn):
     def wrapper(*args, **kwargs):
-        t = time.perf_counter()
+        t = time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            dt = time.perf_counter() - t
+            dt = time.thread_time() - t
             with lock:
-                c = acc.setdefault(name, [0, 0.0])
-                c[0] += 1
-                c[1] += dt
+                add(name, dt)
     return wrapper
 
-# Wall time spent off the main thread (verify_many runs in trio worker threads, the
-# signature checks in its pool; store writes in a trio worker thread).
-crypto.verify_many = timed("verify_many (worker thread, wall)", crypto.verify_many)
-crypto._check = timed("signature checks (cache misses)", crypto._check)
-LmdbStore.write = timed("LmdbStore.write (worker thread, wall)", LmdbStore.write)
+# CPU of whichever thread runs them (signature checks run in worker threads or inline; store
+# writes in a trio worker thread, whose fsync wait is not CPU).
+crypto._check = timed("signature checks, cache misses (thread CPU)", crypto._check)
+LmdbStore.write = timed("LmdbStore.write (thread CPU)", LmdbStore.write)
 
 from emrp2p.consensus.core import Core
 from emrp2p.consensus.messages import BlockVote, Propose
@@ -326,16 +360,15 @@ def on(*_):
         acc.clear()
         hops["sent"].clear()
         hops["recv"].clear()
-    prof.enable()
+    on_flag[0] = True
+    TaskClock.last = None
 
 def off(*_):
-    prof.disable()
-    prof.dump_stats(f"{out}.{n[0]}")
+    on_flag[0] = False
     with lock:
         with open(f"{out}.{n[0]}.json", "w") as f:
             json.dump(dict(acc, hops=hops), f)
     n[0] += 1
-    prof.clear()
 
 signal.signal(signal.SIGUSR1, on)
 signal.signal(signal.SIGUSR2, off)
@@ -345,8 +378,8 @@ runpy.run_module("emrp2p.cli.daemon", run_name="__main__", alter_sys=True)
 
 
 class ProfiledNode(NodeProcess):
-    """The daemon ``NodeProcess.start`` runs, with a main-thread cProfile switched on by SIGUSR1
-    and off (dumped to ``OUT.<k>``, k counting from 0) by SIGUSR2: only the timed steps are seen."""
+    """The daemon ``NodeProcess.start`` runs, with CPU accounting switched on by SIGUSR1 and off
+    (dumped to ``OUT.<k>.json``, k counting from 0) by SIGUSR2: only the timed steps are seen."""
 
     def __init__(self, base: NodeProcess, out: Path) -> None:
         super().__init__(base.dir, extra_args=base.extra_args, log_level=base.log_level)
@@ -363,50 +396,47 @@ class ProfiledNode(NodeProcess):
         log.close()
 
 
-def print_profile(files: list[Path], seconds: float, top: int = 30) -> None:
-    present = [str(f) for f in files if f.exists()]
+def print_profile(files: list[Path], seconds: float) -> None:
+    """Per-daemon CPU accounting of the step, then the summed counters and hop delays."""
+    sides = [Path(f"{f}.json") for f in files]
+    present = [p for p in sides if p.exists()]
     if not present:
         print("profile: no output written")
         return
     acc: dict[str, list[float]] = {}
     sent: dict[str, float] = {}
     recv: dict[str, float] = {}
-    for f in files:
-        side = Path(f"{f}.json")
-        if side.exists():
-            data = json.loads(side.read_text())
-            hops = data.pop("hops", {"sent": {}, "recv": {}})
-            sent.update(hops["sent"])
-            recv.update(hops["recv"])
-            for name, (count, total) in data.items():
-                a = acc.setdefault(name, [0, 0.0])
-                a[0] += count
-                a[1] += total
+    for side in present:
+        data = json.loads(side.read_text())
+        hops = data.pop("hops", {"sent": {}, "recv": {}})
+        sent.update(hops["sent"])
+        recv.update(hops["recv"])
+        for name, (count, total) in data.items():
+            a = acc.setdefault(name, [0, 0.0])
+            a[0] += count
+            a[1] += total
     print(
-        f"--- counters summed over {len(present)} daemons, {seconds:.1f} s step (total in s unless noted) ---"
+        f"--- summed over {len(present)} daemons, {seconds:.1f} s step: CPU by trio task, thread and GC ---"
     )
+    for name, (count, total) in sorted(acc.items(), key=lambda kv: -kv[1][1]):
+        if name.startswith("sent "):
+            continue
+        per = 1e6 * total / count if count else 0.0
+        print(
+            f"{name:>60}: {total:8.3f} s  {100 * total / (seconds * len(present)):5.1f} % of a core/node"
+            f"  n={int(count):>8}  {per:9.1f} us each"
+        )
     for name, (count, total) in sorted(acc.items()):
-        print(f"{name:>44}: count {int(count):>8}  total {total:9.2f}")
+        if name.startswith("sent "):
+            print(f"{name:>60}: count {int(count):>8}  total {int(total):>9}")
     for kind in ("propose", "vote"):
         # (A negative gap means the receiver had an earlier copy, sent before the window: skipped.)
         d = [1000 * (recv[k] - t) for k, t in sent.items() if k.startswith(kind) and recv.get(k, -1.0) >= t]
         if d:
             print(
-                f"{kind + ' hop (core emits -> receiver core steps it)':>44}: n={len(d)}"
+                f"{kind + ' hop (core emits -> receiver core steps it)':>60}: n={len(d)}"
                 f"  p50 {pct(d, 0.5):.0f} ms  p99 {pct(d, 0.99):.0f} ms  max {max(d):.0f} ms"
             )
-    stats = pstats.Stats(present[0], stream=io.StringIO())
-    for name in present[1:]:
-        stats.add(name)
-    for key in ("tottime", "cumulative"):
-        buf = io.StringIO()
-        stats.stream = buf  # type: ignore[attr-defined]
-        stats.sort_stats(key).print_stats(top)
-        lines = buf.getvalue().splitlines()
-        start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
-        print(f"--- profile (main-thread CPU time of {len(present)} daemons), top {top} by {key} ---")
-        for ln in lines[start : start + top + 1]:
-            print(ln.replace(str(Path(sys.prefix)), "<venv>").rstrip())
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -531,7 +561,9 @@ def main() -> None:
     p.add_argument(
         "--ref-seconds", type=float, default=13.0, help="PySyncObj load time (flat out, then half)"
     )
-    p.add_argument("--profile", type=Path, help="run the daemons under cProfile, writing DIR/nodeI.prof")
+    p.add_argument(
+        "--profile", type=Path, help="account the daemons' CPU per task, writing DIR/nodeI.prof.<step>.json"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = p.parse_args()
     if not 1 <= a.nodes <= 16 or not 1 <= a.seconds <= 600:
