@@ -386,6 +386,7 @@ class Core:
                 results.append(SubmitResult(tx_id, SubmitStatus.DUPLICATE))
                 continue
             results.append(SubmitResult(tx_id, self.pool.add(tx, self._mono)))
+        self._maybe_forward()
         self._after()
         return results
 
@@ -428,9 +429,7 @@ class Core:
             self._sync = None
         for tx_id in self.pool.expire(now, cfg.pending_ttl_ms):
             self._out.events.append(TxExpired(tx_id))
-        if now - self._last_forward >= cfg.forward_interval_ms:
-            self._last_forward = now
-            self._forward_pending()  # batched: one message per interval, whatever arrived
+        self._maybe_forward()
         self._after()
 
     # ------------------------------------------------------------------ outputs
@@ -1081,6 +1080,13 @@ class Core:
                 continue
             if self.store.tx_height(tx.tx_id) is None:
                 self.pool.add(tx, self._mono)
+
+    def _maybe_forward(self) -> None:
+        """Forward what is due, at most once per ``forward_interval_ms``: right away when the
+        last forward is that old (light load waits for nothing), else batched by the next tick."""
+        if self._mono - self._last_forward >= self.cfg.forward_interval_ms:
+            self._last_forward = self._mono
+            self._forward_pending()
 
     def _forward_pending(self) -> None:
         leader = self._term_leader
