@@ -85,9 +85,14 @@ def box_public_key(ed25519_public: bytes) -> bytes:
 
 
 class _VerifiedCache:
-    """Bounded LRU of (key, message digest, signature) triples known to verify."""
+    """Bounded LRU of (key, message digest, signature) triples known to verify.
 
-    def __init__(self, capacity: int = 1 << 17) -> None:
+    It only has to bridge a check made on intake to the checks of the same signature when the
+    transaction is pooled, proposed and executed (seconds): 64 k entries, about 16 MB, cover
+    half a minute at 2,000 tx/s. A miss costs one more check, never a wrong answer.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
         self._capacity = capacity
         self._items: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
