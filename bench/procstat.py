@@ -7,23 +7,23 @@ import os
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks(pid: int) -> int:
+def _stat_ticks(path: str) -> int:
+    """utime + stime from a /proc stat file; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
     except OSError:
         return 0
+
+
+def cpu_ticks(pid: int) -> int:
+    return _stat_ticks(f"/proc/{pid}/stat")
 
 
 def main_thread_ticks(pid: int) -> int:
     """CPU ticks of a process's main thread (the rest of ``cpu_ticks`` is its other threads)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except OSError:
-        return 0
+    return _stat_ticks(f"/proc/{pid}/task/{pid}/stat")
 
 
 def rss_mb(pid: int) -> float:

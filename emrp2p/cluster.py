@@ -190,9 +190,6 @@ class LocalCluster:
             f"height {height} on {[n.name for n in targets]}",
         )
 
-    def block_hashes(self, node: NodeProcess, upto: int) -> list[str]:
-        return [node.rpc("chain.block", {"height": h})["hash"] for h in range(1, upto + 1)]
-
     def __enter__(self) -> LocalCluster:
         return self
 

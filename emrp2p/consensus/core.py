@@ -320,11 +320,6 @@ class Core:
         return None
 
     @property
-    def term_leader(self) -> bytes:
-        """The leader this node follows in the current term (alive or not)."""
-        return self._term_leader
-
-    @property
     def evidence(self) -> list[Evidence]:
         return self.evidence_log.found
 

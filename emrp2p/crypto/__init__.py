@@ -110,10 +110,6 @@ class _VerifiedCache:
             if len(self._items) > self._capacity:
                 self._items.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 _cache = _VerifiedCache()
 _pool: ThreadPoolExecutor | None = None
@@ -164,10 +160,6 @@ def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | N
     for part in _pool.map(_verify_chunk, chunks):
         out.extend(part)
     return out
-
-
-def clear_verified_cache() -> None:
-    _cache.clear()
 
 
 def seal_key(recipient_ed25519_public: bytes, data_key: bytes) -> bytes:

@@ -101,17 +101,20 @@ _MEMBERS_RAW = merkle.raw_key(MEMBERS_KEY)
 _SCHEDULE_RAW = merkle.raw_key(SCHEDULE_KEY)
 
 
-def _read_cached(state: KV, raw_key: bytes, cls: type[E]) -> E | None:
-    """``state.read`` of a raw key through the decoded-entry cache (entries are immutable)."""
-    raw = state.get(raw_key)
-    if raw is None:
-        return None
+def _decode_cached(raw: bytes, cls: type[E]) -> E:
+    """``decode(cls, raw)`` through the decoded-entry cache (entries are immutable)."""
     cached = _decoded.get(raw)
     if type(cached) is cls:
         return cached  # type: ignore[return-value]
     entry = decode(cls, raw)
     _remember(raw, entry)
     return entry
+
+
+def _read_cached(state: KV, raw_key: bytes, cls: type[E]) -> E | None:
+    """``state.read`` of a raw key through the decoded-entry cache."""
+    raw = state.get(raw_key)
+    return None if raw is None else _decode_cached(raw, cls)
 
 
 class TxState:
@@ -141,14 +144,7 @@ class TxState:
 
     def read(self, key: bytes, cls: type[E]) -> E | None:
         raw = self.get(key)
-        if raw is None:
-            return None
-        cached = _decoded.get(raw)
-        if type(cached) is cls:
-            return cached  # type: ignore[return-value]
-        entry = decode(cls, raw)
-        _remember(raw, entry)
-        return entry
+        return None if raw is None else _decode_cached(raw, cls)
 
     def write(self, key: bytes, entry: Any) -> None:
         raw = encode(entry)

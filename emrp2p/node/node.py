@@ -105,8 +105,7 @@ class _Waiter:
 
 
 def _signed_txs(msg: Message) -> Sequence[Tx]:
-    if isinstance(msg, ForwardTxs):
-        return msg.txs
+    """Transactions a consensus message carries (forwarded ones take their own lane)."""
     if isinstance(msg, Propose):
         return msg.block.txs
     if isinstance(msg, SyncResponse):
