@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,3 +75,22 @@ async def test_an_endless_request_is_cut_off_and_a_silent_client_blocks_no_one(n
         with trio.fail_after(10), contextlib.suppress(trio.BrokenResourceError):
             await http_get(port, b"GET /metrics HTTP/1.1\r\nX-Junk: " + b"j" * 1_000_000)
         assert (await http_get(port, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+async def test_network_gauges_are_refreshed_at_each_scrape(nursery: trio.Nursery) -> None:
+    m = NodeMetrics()
+    connected = [2]
+    port = await nursery.start(
+        functools.partial(
+            serve_metrics, refresh=lambda: m.update_net({"frames_in": 10 * connected[0]}, connected[0])
+        ),
+        m.registry,
+        "127.0.0.1",
+        0,
+    )
+    body = (await http_get(port, b"GET /metrics HTTP/1.1\r\n\r\n")).partition(b"\r\n\r\n")[2]
+    assert sample_value(body, "emrp2p_peers_connected") == 2
+    assert sample_value(body, "emrp2p_net", counter="frames_in") == 20
+    connected[0] = 3
+    body = (await http_get(port, b"GET /metrics HTTP/1.1\r\n\r\n")).partition(b"\r\n\r\n")[2]
+    assert sample_value(body, "emrp2p_peers_connected") == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -60,13 +61,19 @@ class NodeMetrics:
 
 
 async def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    *,
+    refresh: Callable[[], None] | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer ``GET /metrics`` in Prometheus text format on ``host:port`` (127.0.0.1 by default).
 
     A tiny HTTP/1.0-style responder on trio: bounded request size, a read
     timeout, one response per connection. Not prometheus_client's own server
-    (threads, and it binds every interface by default).
+    (threads, and it binds every interface by default). ``refresh`` runs before
+    each scrape, for gauges read off other components rather than kept current.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -82,6 +89,8 @@ async def serve_metrics(
                     data += chunk
             line = data.split(b"\r\n", 1)[0].split()
             if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                if refresh is not None:
+                    refresh()
                 body, status = generate_latest(registry), b"200 OK"
             else:
                 body, status = b"not found\n", b"404 Not Found"

@@ -19,6 +19,7 @@ that proposals and votes never queue behind their checks.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -180,7 +181,11 @@ class Node:
                     )
                     await nursery.start(server.run)
                 if s.metrics_listen is not None and s.metrics_listen[1] != 0:
-                    await nursery.start(serve_metrics, self.metrics.registry, *s.metrics_listen)
+                    await nursery.start(
+                        functools.partial(serve_metrics, refresh=self._refresh_net_metrics),
+                        self.metrics.registry,
+                        *s.metrics_listen,
+                    )
                 log.info(
                     "node started",
                     name=s.name,
@@ -195,6 +200,9 @@ class Node:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.store.close)
             log.info("node stopped", name=s.name)
+
+    def _refresh_net_metrics(self) -> None:
+        self.metrics.update_net(self.net.stats.snapshot(), len(self.net.connected_peers()))
 
     # ------------------------------------------------------------------ inputs
 

@@ -43,6 +43,8 @@ def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
 
 async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path) -> None:
     settings = _settings(tmp_path, 4)
+    (metrics_port,) = free_ports(1)
+    settings[1].metrics_listen = ("127.0.0.1", metrics_port)
     client = Identity.from_test_name("client")
     chain_id = settings[0].genesis.chain_id
     txs = [sign_tx(client, chain_id, k, Noop(b"t%d" % k)) for k in range(50)]
@@ -59,7 +61,19 @@ async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path
                 await trio.sleep(0.05)
             hashes = {n.store.block(top).block_hash for n in nodes}  # type: ignore[union-attr]
             assert len(hashes) == 1
+            body = await _scrape(metrics_port)
+            assert b"emrp2p_peers_connected 3.0" in body
             nursery.cancel_scope.cancel()
+
+
+async def _scrape(port: int) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        out = b""
+        while chunk := await stream.receive_some(65536):
+            out += chunk
+    return out
 
 
 async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_committed(
