@@ -46,9 +46,15 @@ def _raise_for(result: SubmitResult) -> None:
 
 
 def _result_json(result: SubmitResult) -> dict[str, Any]:
-    out: dict[str, Any] = {"tx_id": result.tx_id.hex(), "status": result.status.value}
-    if result.code is not None:
-        out["code"] = result.code
+    return _status_json(result.tx_id, result.status.value, None, result.code)
+
+
+def _status_json(tx_id: bytes, state: str, height: int | None, code: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"tx_id": tx_id.hex(), "status": state}
+    if height is not None:
+        out["height"] = height
+    if code is not None:
+        out["code"] = code
     return out
 
 
@@ -165,12 +171,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
             w = await node.wait_committed(tx_id, min(timeout, MAX_WAIT_S))
         except trio.TooSlowError:
             raise Timeout(f"transaction {tx_id.hex()} not committed within {timeout} s") from None
-        out: dict[str, Any] = {"tx_id": tx_id.hex(), "status": w.state}
-        if w.height is not None:
-            out["height"] = w.height
-        if w.code is not None:
-            out["code"] = w.code
-        return out
+        return _status_json(tx_id, w.state, w.height, w.code)
 
     @d.method("tx.submit")
     async def submit(tx: bytes, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:
@@ -204,11 +205,6 @@ def build_dispatcher(node: Node) -> Dispatcher:
         if wait:
             return await _wait(tx_id, timeout)
         s = core.tx_status(tx_id)
-        out: dict[str, Any] = {"tx_id": tx_id.hex(), "status": s.state.value}
-        if s.height is not None:
-            out["height"] = s.height
-        if s.code is not None:
-            out["code"] = s.code
-        return out
+        return _status_json(tx_id, s.state.value, s.height, s.code)
 
     return d
