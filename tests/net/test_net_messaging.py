@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from net_hostile import HostilePeer
 from netfixtures import Cluster, StartMesh, identities, wait_until
 
@@ -67,6 +69,33 @@ async def test_queued_frames_go_out_in_one_batch_and_arrive_in_order(start_mesh:
     assert [p for _, p in got] == payloads
     assert a.stats.batches_out - before == 1
     assert a.stats.frames_out >= len(payloads)
+
+
+async def test_yamux_credit_goes_back_in_half_window_batches(
+    start_mesh: StartMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small frames cost the receiver no WINDOW_UPDATE each (py-libp2p's own rule sent one for
+    most reads); frames larger than the whole window still get through."""
+    a, b = await start_mesh(2)
+    updates: list[int] = []
+    send_update = YamuxStream.send_window_update
+
+    async def counting(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await send_update(self, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+    for i in range(200):
+        assert a.send(b.identity.public, i.to_bytes(2, "big") * 50)
+        got = await receive_n(b, 1)
+        assert got == [(a.identity.public, i.to_bytes(2, "big") * 50)]
+    assert len(updates) <= 1
+    updates.clear()
+    big = bytes(range(256)) * 4000  # 1 MB: four full default windows
+    for _ in range(3):
+        assert a.send(b.identity.public, big)
+        assert await receive_n(b, 1, timeout=20) == [(a.identity.public, big)]
+    assert updates and min(updates) >= 128 * 1024
 
 
 async def test_send_to_unknown_peer_or_full_queue_returns_false(cluster: Cluster) -> None:
