@@ -46,7 +46,6 @@ from multiaddr import Multiaddr
 from emrp2p.logs import get_logger
 
 
-
 async def _release_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
     """go-yamux's ``sendWindowUpdate``: credit goes back once at least half the window is owed.
 
