@@ -50,9 +50,15 @@ class NodeMetrics:
             registry=r,
         )
         self.net = Gauge("emrp2p_net", "Network layer counters", ["counter"], registry=r)
+        self._rpc_children: dict[tuple[str, int], Any] = {}
 
     def observe_rpc(self, method: str, code: int | None) -> None:
-        self.rpc_requests.labels(method=method, code=str(code or 0)).inc()
+        """Count one request; the label set is bounded (known methods, error codes)."""
+        key = (method, code or 0)
+        child = self._rpc_children.get(key)
+        if child is None:
+            child = self._rpc_children[key] = self.rpc_requests.labels(method=method, code=str(key[1]))
+        child.inc()
 
     def update_net(self, snapshot: dict[str, Any], peers: int) -> None:
         self.peers.set(peers)

@@ -47,17 +47,24 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
+
+
 def encode_json(obj: Any) -> bytes:
     """Compact JSON (never containing a raw newline); bytes as hex, wire types via ``to_plain``."""
-    return json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse(data: bytes) -> Any:
-    return json.loads(data, parse_constant=_reject_constant)
+    """``json.loads`` with NaN and Infinity refused; ``data`` must be UTF-8 (JSON-RPC over a socket)."""
+    return _DECODER.decode(data.decode())
 
 
 def _error(id_: Any, err: RpcError) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class _Reads:
 
     def get(self, db: Any, key: bytes) -> bytes | None:
         value: bytes | None
-        pin = self.pinned
+        pin = getattr(self._local, "txn", None)  # the ``pinned`` property, inlined: a hot path
         if pin is not None:
             value = pin.get(key, db=db)
             return value
