@@ -66,8 +66,9 @@ Protocol (see DESIGN.md, "Ordering")
 * Membership: ``ledger.validators(state, height)`` decides, per height, on
   every node alike. Certificates count a majority of the set at the block's
   own height. Safety across a change relies on old and new majorities
-  intersecting, i.e. one change in force at a time (the ledger's governance
-  schedules one change per proposal at a future ``effective_height``).
+  intersecting, i.e. one change in force at a time: the ledger's governance
+  schedules one change per proposal at a future ``effective_height`` and refuses
+  to schedule another until it took effect (``change_pending``).
 * Catch-up: a node that learns of a committed height above its own (heartbeat,
   status, term vote, certificate for a block it lacks) sends
   ``SyncRequest(from_height, max_blocks)``; any node answers ``SyncResponse``

@@ -7,7 +7,8 @@ wrong, and only then writes. Rules, in brief:
 - membership: a validator proposes; validators approve; when approvals (the
   proposer's included) from a majority of the validators in force are in, the
   change is scheduled and applied at the start of block ``effective_height``.
-  No change may leave the network without a validator.
+  No change may leave the network without a validator, and none is scheduled
+  while another is (one change in force at a time keeps consensus safe).
 - patients: a patient registers with its own key (the pseudonym) and manages
   its delegates (guardians); a delegate may act for the patient on consent and
   erasure, not on delegates.
@@ -38,6 +39,7 @@ from emrp2p.ledger.errors import (
     AlreadyMember,
     BreakGlassExpired,
     BreakGlassNotFound,
+    ChangePending,
     ConsentDoesNotCover,
     ConsentExpired,
     ConsentNotFound,
@@ -254,14 +256,25 @@ def _patient_event(
 # --------------------------------------------------------------------------- membership
 
 
-def _projected(s: TxState, extra: ScheduledChange) -> None:
-    """Refuse ``extra`` if, after every scheduled change and it, no validator would be left."""
-    members = tuple(s.members.values())
+def _one_at_a_time(s: TxState) -> None:
+    """Refuse a second change while one is scheduled.
+
+    Consensus safety across a change rests on every majority of the validators before it
+    meeting every majority after it. One added or removed validator at a time guarantees
+    that (Raft's single-server changes); two at once need not (4 validators, 2 swapped: a
+    majority of 3 old and one of 3 new can share no member).
+    """
     sched = s.read(SCHEDULE_KEY, Schedule)
-    pending = list(sched.changes) if sched else []
-    pending.append(extra)
-    pending.sort(key=lambda c: c.effective_height)
-    _, refused = apply_changes(members, pending)
+    if sched is not None and sched.changes:
+        raise ChangePending(
+            f"a membership change takes effect at height {sched.changes[0].effective_height}; "
+            "propose or approve another after it"
+        )
+
+
+def _projected(s: TxState, extra: ScheduledChange) -> None:
+    """Refuse ``extra`` if it would leave no validator (no other change can be scheduled)."""
+    _, refused = apply_changes(tuple(s.members.values()), [extra])
     if refused:
         raise LastValidator("the change would leave no validator")
 
@@ -281,12 +294,9 @@ def _maybe_schedule(s: TxState, entry: ProposalEntry) -> ProposalEntry:
     if votes * 2 <= len(validators):
         return entry
     change = _change_of(s, entry.proposal)
+    _one_at_a_time(s)
     _projected(s, change)
-    sched = s.read(SCHEDULE_KEY, Schedule)
-    changes = list(sched.changes) if sched else []
-    changes.append(change)
-    changes.sort(key=lambda c: c.effective_height)
-    s.write(SCHEDULE_KEY, Schedule(tuple(changes)))
+    s.write(SCHEDULE_KEY, Schedule((change,)))
     return ProposalEntry(entry.proposal, entry.proposer, entry.approvals, True, entry.height)
 
 
@@ -296,15 +306,14 @@ def propose_membership(s: TxState, p: ProposeMembership) -> None:
         raise DuplicateId("proposal id already used")
     if p.effective_height <= s.ctx.height:
         raise ProposalExpired(f"effective height {p.effective_height} is not after block {s.ctx.height}")
-    sched = s.read(SCHEDULE_KEY, Schedule)
-    projected, _ = apply_changes(tuple(s.members.values()), sched.changes if sched else ())
-    current = next((m for m in projected if m.node == p.node), None)
+    current = s.members.get(p.node)
     if p.action == Action.ADD:
         if current is not None and current.role == p.role:
             raise AlreadyMember("node is already a member with that role")
     elif current is None:
         raise UnknownMember("node to remove is not a member")
     _projected(s, _change_of(s, p))
+    _one_at_a_time(s)
     entry = ProposalEntry(p, s.sender, (s.sender,), False, s.ctx.height)
     s.write(proposal_key(p.proposal_id), _maybe_schedule(s, entry))
 

@@ -34,6 +34,7 @@ __all__ = [
     "ProposalExpired",
     "DuplicateApproval",
     "LastValidator",
+    "ChangePending",
     "InvalidBlock",
     "ERROR_CODES",
 ]
@@ -161,6 +162,12 @@ class LastValidator(InvalidTx):
     """The change would leave the network without a validator."""
 
     code = "last_validator"
+
+
+class ChangePending(InvalidTx):
+    """Another membership change is scheduled: one at a time, each once the previous took effect."""
+
+    code = "change_pending"
 
 
 class InvalidBlock(LedgerError):

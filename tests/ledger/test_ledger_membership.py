@@ -7,6 +7,7 @@ from ledger_chain import Chain, new_id
 from emrp2p.crypto import Identity
 from emrp2p.ledger.errors import (
     AlreadyMember,
+    ChangePending,
     DuplicateApproval,
     DuplicateId,
     InvalidPayload,
@@ -160,9 +161,32 @@ def test_the_last_validator_can_never_be_removed(hospitals: list[Identity]) -> N
     assert solo.ledger.validators(solo.kv, 3) == (hospitals[0].public, NEW.public)
 
 
-def test_scheduled_removals_count_towards_the_last_validator_rule(hospitals: list[Identity]) -> None:
-    two = Chain(Genesis("two", 0, (Member(hospitals[0].public, "A"), Member(hospitals[1].public, "B"))))
-    p = remove(hospitals[1].public, at=10)
-    two.accept(hospitals[0], p)
-    two.accept(hospitals[1], ApproveMembership(p.proposal_id))
-    assert isinstance(two.reject(hospitals[0], remove(hospitals[0].public, at=12)), LastValidator)
+def test_a_second_change_waits_until_the_scheduled_one_took_effect(
+    chain: Chain, hospitals: list[Identity]
+) -> None:
+    """One change in force at a time: every majority before it then meets every majority after."""
+    p = add(NEW.public, at=5)
+    chain.accept(hospitals[0], p)
+    chain.accept(hospitals[1], ApproveMembership(p.proposal_id))  # scheduled for block 5
+    other = Identity.from_test_name("other-hospital").public
+    err = chain.reject(hospitals[0], add(other, at=9))
+    assert isinstance(err, ChangePending) and "height 5" in str(err)
+    chain.empty_blocks(3)  # blocks 3, 4 and 5 (which applies the addition)
+    assert chain.ledger.validators(chain.kv, 6)[-1] == NEW.public
+    chain.accept(hospitals[0], add(other, at=9))
+
+
+def test_an_open_proposal_cannot_reach_its_majority_while_another_change_is_scheduled(
+    chain: Chain, hospitals: list[Identity]
+) -> None:
+    first, second = add(NEW.public, at=6), remove(hospitals[2].public, at=12)
+    chain.accept(hospitals[0], first)
+    chain.accept(hospitals[1], second)  # both open: nothing scheduled yet
+    chain.accept(hospitals[1], ApproveMembership(first.proposal_id))  # first scheduled
+    assert isinstance(chain.reject(hospitals[0], ApproveMembership(second.proposal_id)), ChangePending)
+    assert not get_proposal(chain.kv, second.proposal_id).scheduled  # type: ignore[union-attr]
+    chain.empty_blocks(3)  # block 6 applies the first; the second's height 12 is still ahead
+    chain.accept(hospitals[0], ApproveMembership(second.proposal_id))  # 2 of the 4 validators now
+    assert not get_proposal(chain.kv, second.proposal_id).scheduled  # type: ignore[union-attr]
+    chain.accept(NEW, ApproveMembership(second.proposal_id))
+    assert get_proposal(chain.kv, second.proposal_id).scheduled  # type: ignore[union-attr]
