@@ -286,16 +286,13 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
         tag = getattr(tp, "_wire_tag", None)
         exact_cls = tag is not None and _REGISTRY.get(tag) is tp
 
-        def enc_record(v: Any) -> Any:
-            return _to_prim(v)
-
         def dec_record(v: Any) -> Any:
             obj = _from_prim(v)
             if exact_cls and type(obj) is not base or not isinstance(obj, base):
                 raise UnknownType(f"{where}: expected {base.__name__}, got {type(obj).__name__}")
             return obj
 
-        return enc_record, dec_record
+        return _nested_prim, dec_record
     if isinstance(tp, type) and not dataclasses.is_dataclass(tp) and getattr(tp, "_wire_base", False):
         base2 = tp
 
@@ -305,8 +302,46 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
                 raise UnknownType(f"{where}: {type(obj).__name__} is not a {base2.__name__}")
             return obj
 
-        return _to_prim, dec_base
+        return _nested_prim, dec_base
     raise TypeError(f"{where}: unsupported field type {tp!r}")
+
+
+class _Encoded:
+    """A nested value's canonical encoding, written as it is (see :func:`_nested_prim`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _write_encoded(encoder: Any, value: Any) -> None:
+    if type(value) is not _Encoded:
+        raise TypeError(f"{type(value).__name__} is not a wire primitive")
+    encoder.write(value.data)
+
+
+_KEEPS_ENCODING: dict[type[Any], bool] = {}
+
+
+def _keeps_encoding(cls: type[Any]) -> bool:
+    """Whether ``cls`` caches its own canonical encoding (an ``encoded`` cached property)."""
+    keeps = _KEEPS_ENCODING.get(cls)
+    if keeps is None:
+        keeps = _KEEPS_ENCODING[cls] = isinstance(getattr(cls, "encoded", None), functools.cached_property)
+    return keeps
+
+
+def _nested_prim(v: Any) -> Any:
+    """A field's record value: its cached encoding if it keeps one, else its primitive form.
+
+    Canonical CBOR nests without context (an array's encoding is its head, then each item's
+    own encoding), so writing a transaction's cached bytes inside a block or a batch gives
+    the same bytes as encoding it again, for a fraction of the cost.
+    """
+    if _keeps_encoding(type(v)):
+        return _Encoded(v.encoded)
+    return _to_prim(v)
 
 
 def _to_prim(obj: Any) -> list[Any]:
@@ -370,7 +405,7 @@ class WireBase:
 
 def encode(obj: Any) -> bytes:
     """The canonical encoding of a registered wire value."""
-    return cbor2.dumps(_to_prim(obj), canonical=True)
+    return cbor2.dumps(_to_prim(obj), canonical=True, default=_write_encoded)
 
 
 def _loads_strict(data: bytes, max_size: int) -> Any:
@@ -387,8 +422,13 @@ def _loads_strict(data: bytes, max_size: int) -> Any:
         raise MalformedEncoding(f"not well-formed CBOR: {e}") from None
 
 
-def _check_canonical(value: Any, data: bytes) -> None:
-    if cbor2.dumps(value, canonical=True) != bytes(data):
+def _check_canonical(obj: Any, data: bytes) -> None:
+    """``data`` must be exactly ``encode(obj)``: the one canonical encoding of what it decoded to.
+
+    Re-encoding the object (not the decoded primitives) reuses the canonical encodings its
+    nested transactions computed while decoding.
+    """
+    if encode(obj) != bytes(data):
         fp = io.BytesIO(data)
         cbor2.CBORDecoder(fp, tag_hook=_tag_hook).decode()
         if fp.tell() != len(data):
@@ -402,7 +442,7 @@ def decode(cls: type[T], data: bytes, *, max_size: int = MAX_MESSAGE) -> T:
     obj = _from_prim(value)
     if not isinstance(obj, cls):
         raise UnknownType(f"expected {cls.__name__}, got {type(obj).__name__}")
-    _check_canonical(value, data)
+    _check_canonical(obj, data)
     return obj
 
 
@@ -410,7 +450,7 @@ def decode_any(data: bytes, *, max_size: int = MAX_MESSAGE) -> Any:
     """Strictly decode any registered wire value."""
     value = _loads_strict(data, max_size)
     obj = _from_prim(value)
-    _check_canonical(value, data)
+    _check_canonical(obj, data)
     return obj
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import lmdb
 
 from emrp2p.codec import decode, encode
@@ -483,7 +482,7 @@ class LmdbStore:
         for block in batch.accept:
             if block.height <= head_height:
                 continue  # already settled by a commit
-            txn.put(height_key(block.height), block_encoding(block), db=self._accepted)
+            txn.put(height_key(block.height), encode(block), db=self._accepted)
 
         for commit in batch.commit:
             block = commit.block
@@ -495,7 +494,7 @@ class LmdbStore:
                 raise InconsistentWrite(f"block {height} does not extend the head {head_hash.hex()[:16]}")
             block_hash = header.block_hash
             hkey = height_key(height)
-            txn.put(hkey, block_encoding(block), db=self._blocks)
+            txn.put(hkey, encode(block), db=self._blocks)
             txn.put(block_hash, hkey, db=self._block_hash)
             if block.txs:
                 txn.cursor(db=self._tx_index).putmulti([(tx.tx_id, hkey) for tx in block.txs])
@@ -543,37 +542,6 @@ class LmdbStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _cbor_array_head(n: int) -> bytes:
-    if n < 24:
-        return bytes([0x80 + n])
-    if n < 0x100:
-        return b"\x98" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\x99" + n.to_bytes(2, "big")
-    return b"\x9a" + n.to_bytes(4, "big")
-
-
-_BLOCK_HEAD = _cbor_array_head(4) + cbor2.dumps(Block._wire_tag)  # type: ignore[attr-defined]
-
-
-def block_encoding(block: Block) -> bytes:
-    """``encode(block)``, reusing each transaction's cached encoding instead of re-encoding it.
-
-    Canonical CBOR nests without context: the encoding of ``[31, header, [tx, ...], sig]``
-    is the array head, then each item's own encoding in turn.
-    """
-    txs = block.txs
-    return b"".join(
-        (
-            _BLOCK_HEAD,
-            encode(block.header),
-            _cbor_array_head(len(txs)),
-            *[tx.encoded for tx in txs],
-            cbor2.dumps(block.signature),
-        )
-    )
 
 
 def _abort(txn: lmdb.Transaction[bytes]) -> None:
