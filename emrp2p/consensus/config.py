@@ -42,5 +42,6 @@ class Config:
     sync_max_bytes: int = 2 << 20
     """A sync response stops near this many bytes (twice at most), well under the transport's frame cap."""
     sync_timeout_ms: int = 1000
-    remember_txs: int = 200_000
-    """How many recent committed / rejected / expired transaction ids are remembered for status and dedupe."""
+    remember_txs: int = 100_000
+    """How many recent committed / rejected / expired transaction ids are remembered for status and
+    dedupe (about 16 MB). Older committed ones are still found in the store's transaction index."""

@@ -192,11 +192,15 @@ def membership_at(ledger: Ledger, state: KV, height: int) -> tuple[tuple[bytes, 
 
 _tx_root_memo: dict[int, tuple[tuple[Tx, ...], bytes]] = {}
 _cert_memo: dict[int, tuple[Certificate, bytes, tuple[bytes, ...], bytes, int, list[Vote]]] = {}
-_IDENTITY_MEMO_MAX = 256
+_TX_ROOT_MEMO_MAX = 16
+"""Each entry holds a whole block's transactions alive: only the few blocks that the
+simulator's cores are checking at about the same time are worth keeping (256 blocks of
+2,000 transactions held some 400 MB in a loaded daemon)."""
+_CERT_MEMO_MAX = 256
 
 
-def _remember_by_identity(memo: dict[int, Any], obj: object, entry: Any) -> None:
-    if len(memo) >= _IDENTITY_MEMO_MAX:
+def _remember_by_identity(memo: dict[int, Any], obj: object, entry: Any, limit: int) -> None:
+    if len(memo) >= limit:
         del memo[next(iter(memo))]
     memo[id(obj)] = entry
 
@@ -213,7 +217,7 @@ def block_tx_root(txs: tuple[Tx, ...]) -> bytes:
         return found[1]
     root = tx_root(txs)
     if type(txs) is tuple:
-        _remember_by_identity(_tx_root_memo, txs, (txs, root))
+        _remember_by_identity(_tx_root_memo, txs, (txs, root), _TX_ROOT_MEMO_MAX)
     return root
 
 
@@ -685,7 +689,7 @@ class Core:
             parent_cert=parent_cert,
         )
         block = sign_block(self.identity, header, tuple(included))
-        _remember_by_identity(_tx_root_memo, block.txs, (block.txs, header.tx_root))
+        _remember_by_identity(_tx_root_memo, block.txs, (block.txs, header.tx_root), _TX_ROOT_MEMO_MAX)
         self._last_propose = self._mono
         self._blocks_this_term += 1
         self.evidence_log.proposal(block)
@@ -864,7 +868,9 @@ class Core:
             if not certificate_ok(cert, self.chain_id, vals, block_hash, term):
                 return False
             votes = cert.votes()
-            _remember_by_identity(_cert_memo, cert, (cert, self.chain_id, vals, block_hash, term, votes))
+            _remember_by_identity(
+                _cert_memo, cert, (cert, self.chain_id, vals, block_hash, term, votes), _CERT_MEMO_MAX
+            )
         for v in votes:
             self._note_evidence(self.evidence_log.vote(v))
         return True

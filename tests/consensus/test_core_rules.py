@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from emrp2p.consensus import (
@@ -21,6 +24,7 @@ from emrp2p.consensus import (
     TxStatus,
 )
 from emrp2p.consensus.certs import certificate_ok
+from emrp2p.consensus.core import block_tx_root
 from emrp2p.crypto import Identity
 from emrp2p.ledger.execute import BlockContext, Ledger
 from emrp2p.ledger.types import (
@@ -31,6 +35,7 @@ from emrp2p.ledger.types import (
     Member,
     Noop,
     Signature,
+    Tx,
     make_certificate,
     sign_block,
     sign_tx,
@@ -234,3 +239,22 @@ def test_the_leader_reports_and_drops_a_tx_that_fails_selection_but_keeps_one_wa
         core.tick(2)
     assert core.tx_status(early.tx_id).state is TxState.COMMITTED
     assert core.tx_status(middle.tx_id).state is TxState.COMMITTED
+
+
+def test_the_tx_root_memo_does_not_keep_old_blocks_alive() -> None:
+    """The memo serves cores checking the same block at about the same time (the simulator);
+    it must not hold a loaded daemon's recent blocks (it once held 256 of them)."""
+    client = Identity.from_test_name("memo-client")
+
+    def block_txs(tag: int) -> tuple[Tx, ...]:
+        return tuple(sign_tx(client, b"\x01" * 32, n, Noop(bytes([tag]))) for n in range(3))
+
+    first = block_txs(0)
+    watch = weakref.ref(first[0])
+    root = block_tx_root(first)
+    assert block_tx_root(first) == root  # memoised while recent
+    del first
+    for tag in range(1, 40):
+        block_tx_root(block_txs(tag))
+    gc.collect()
+    assert watch() is None
