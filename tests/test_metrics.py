@@ -47,6 +47,8 @@ async def test_metrics_are_served_on_127_0_0_1_and_parse(nursery: trio.Nursery) 
     assert sample_value(body, "emrp2p_commit_latency_seconds_bucket", le="0.001") == 0
     assert sample_value(body, "emrp2p_commit_latency_seconds_bucket", le="0.005") == 1
     assert sample_value(body, "emrp2p_commit_latency_seconds_bucket", le="5.0") == 1
+    assert sample_value(body, "process_resident_memory_bytes") > 10e6  # what an operator watches
+    assert sample_value(body, "process_open_fds") > 0
 
 
 async def test_other_paths_and_methods_are_not_found(nursery: trio.Nursery) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -24,6 +25,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class NodeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, fds
         self.height = Gauge("emrp2p_chain_height", "Height of the last committed block", registry=r)
         self.committed_blocks = Counter("emrp2p_committed_blocks", "Blocks committed", registry=r)
         self.committed_txs = Counter("emrp2p_committed_txs", "Transactions committed", registry=r)
