@@ -6,6 +6,11 @@
   handshake authenticates the remote key, a non-member is refused and its
   connection closed, before any muxer or stream exists. It covers inbound and
   outbound connections alike.
+- Failed inbound handshakes are rate limited per source address
+  (:class:`HandshakeLimiter`): past a burst, a flooding address's connections are
+  closed before the Noise handshake (its key exchange and signature check are the
+  costly part), at a trickle it refills. Successful (member) handshakes cost
+  nothing, so a member behind the same address still gets in once it retries.
 - Connection limits raised so that neither the inbound cap nor the pruner nor
   the resource manager can lock members out (hazard 6). The notes suggest
   ``high_watermark=0``, but in 0.8.1 that makes the pruner close idle
@@ -64,7 +69,14 @@ async def _release_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
 
 YamuxStream._auto_tune_and_send_window_update = _release_credit  # type: ignore[method-assign]
 
-__all__ = ["peer_id_of", "build_host", "guard_handler", "reset_quietly", "MemberGatedNoise"]
+__all__ = [
+    "peer_id_of",
+    "build_host",
+    "guard_handler",
+    "reset_quietly",
+    "HandshakeLimiter",
+    "MemberGatedNoise",
+]
 
 log = get_logger("emrp2p.net")
 
@@ -77,6 +89,47 @@ def peer_id_of(public_key: bytes) -> ID:
     return ID.from_pubkey(Ed25519PublicKey.from_bytes(bytes(public_key)))
 
 
+class HandshakeLimiter:
+    """A token bucket of failed inbound handshakes per source address.
+
+    Each address may fail ``burst`` handshakes (a stranger refused, or a broken handshake),
+    then one more every ``1 / refill_per_s`` seconds; while its bucket is empty its new
+    connections are closed unread. At most ``max_addresses`` are tracked (oldest dropped).
+    """
+
+    def __init__(self, burst: int, refill_per_s: float, max_addresses: int = 4096) -> None:
+        self.burst = float(burst)
+        self.refill_per_s = refill_per_s
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def _tokens(self, address: str, now: float) -> float:
+        found = self._buckets.get(address)
+        if found is None:
+            return self.burst
+        tokens, at = found
+        return min(self.burst, tokens + (now - at) * self.refill_per_s)
+
+    def allows(self, address: str, now: float) -> bool:
+        """Whether a new connection from ``address`` may try a handshake."""
+        return self._tokens(address, now) >= 1.0
+
+    def failed(self, address: str, now: float) -> None:
+        tokens = max(0.0, self._tokens(address, now) - 1.0)
+        self._buckets.pop(address, None)
+        self._buckets[address] = (tokens, now)
+        if len(self._buckets) > self.max_addresses:
+            del self._buckets[next(iter(self._buckets))]
+
+
+def _remote_address(conn: IRawConnection) -> str | None:
+    try:
+        remote = conn.get_remote_address()
+    except Exception:
+        return None
+    return None if remote is None else str(remote[0])
+
+
 class MemberGatedNoise(NoiseTransport):
     """Noise XX that refuses a remote whose authenticated peer id is not a member."""
 
@@ -85,10 +138,14 @@ class MemberGatedNoise(NoiseTransport):
         key_pair: Any,
         is_member: Callable[[ID], bool],
         on_refused: Callable[[ID, str], None],
+        limiter: HandshakeLimiter | None = None,
+        on_throttled: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._is_member = is_member
         self._on_refused = on_refused
+        self._limiter = limiter
+        self._on_throttled = on_throttled
 
     async def _gate(self, conn: ISecureConn, direction: str) -> ISecureConn:
         peer = conn.get_remote_peer()
@@ -103,7 +160,24 @@ class MemberGatedNoise(NoiseTransport):
         raise HandshakeFailure(f"peer {peer} is not a member")
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
-        return await self._gate(await super().secure_inbound(conn), "inbound")
+        limiter = self._limiter
+        address = _remote_address(conn) if limiter is not None else None
+        if limiter is None or address is None:
+            return await self._gate(await super().secure_inbound(conn), "inbound")
+        if not limiter.allows(address, trio.current_time()):
+            if self._on_throttled is not None:
+                self._on_throttled(address)
+            try:
+                with trio.move_on_after(1):
+                    await conn.close()
+            except Exception:
+                pass
+            raise HandshakeFailure(f"too many failed handshakes from {address}; try later")
+        try:
+            return await self._gate(await super().secure_inbound(conn), "inbound")
+        except Exception:
+            limiter.failed(address, trio.current_time())
+            raise
 
     async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
         return await self._gate(await super().secure_outbound(conn, peer_id), "outbound")
@@ -116,6 +190,8 @@ def build_host(
     is_member: Callable[[ID], bool],
     on_refused: Callable[[ID, str], None],
     dial_timeout: float,
+    limiter: HandshakeLimiter | None = None,
+    on_throttled: Callable[[str], None] | None = None,
 ) -> IHost:
     key_pair = create_new_key_pair(seed)
     config = ConnectionConfig(
@@ -136,7 +212,7 @@ def build_host(
     )
     return new_host(
         key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: MemberGatedNoise(key_pair, is_member, on_refused)},
+        sec_opt={NOISE_PROTOCOL_ID: MemberGatedNoise(key_pair, is_member, on_refused, limiter, on_throttled)},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[listen],
         connection_config=config,

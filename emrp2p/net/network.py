@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import math
 import socket
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -25,7 +26,7 @@ from emrp2p.logs import get_logger, route_libp2p
 from emrp2p.net.backoff import Backoff
 from emrp2p.net.framing import KEEPALIVE, FrameError, FrameReader, FrameTooLarge, encode_frames
 from emrp2p.net.gossip import make_pubsub, member_validator
-from emrp2p.net.host import build_host, guard_handler, peer_id_of, reset_quietly
+from emrp2p.net.host import HandshakeLimiter, build_host, guard_handler, peer_id_of, reset_quietly
 
 __all__ = ["MSG_PROTOCOL", "NetConfig", "NetStats", "Network", "PortInUse", "peer_id_of"]
 
@@ -78,6 +79,10 @@ class NetConfig:
     gossip_degree_low: int = 4
     gossip_degree_high: int = 12
     maintenance_interval: float = 30.0
+    handshake_burst: int = 30
+    """Failed inbound handshakes (strangers, broken handshakes) one source address may make at once..."""
+    handshake_refill_per_s: float = 2.0
+    """...and then per second; past that its connections are closed before the handshake."""
 
     @property
     def gossip_topic(self) -> str:
@@ -100,6 +105,7 @@ class NetStats:
     handler_errors: int = 0
     refused_strangers: int = 0
     refused_streams: int = 0
+    throttled_handshakes: int = 0
     connects: int = 0
     reconnects: int = 0
     dial_failures: int = 0
@@ -196,7 +202,10 @@ class Network:
             is_member=self._is_member,
             on_refused=self._refused_connection,
             dial_timeout=cfg.dial_timeout,
+            limiter=HandshakeLimiter(cfg.handshake_burst, cfg.handshake_refill_per_s),
+            on_throttled=self._throttled_handshake,
         )
+        self._throttle_logged = -math.inf
         if self.host.get_id() != self.peer_id:
             raise RuntimeError("libp2p identity does not match the node key")
         self._listen = Multiaddr(f"/ip4/{host_ip}/tcp/{port}")
@@ -281,6 +290,17 @@ class Network:
     def _refused_connection(self, peer: ID, direction: str) -> None:
         self.stats.refused_strangers += 1
         log.info("refused non-member connection", peer=str(peer), direction=direction)
+
+    def _throttled_handshake(self, address: str) -> None:
+        self.stats.throttled_handshakes += 1
+        now = trio.current_time()
+        if now - self._throttle_logged >= 10:  # a flood must not flood the log too
+            self._throttle_logged = now
+            log.warning(
+                "inbound connections closed before the handshake: too many failed handshakes",
+                address=address,
+                throttled_so_far=self.stats.throttled_handshakes,
+            )
 
     def _refused_stream(self, peer: ID | None, protocol: str) -> None:
         self.stats.refused_streams += 1
