@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from emrp2p.cli.daemon import net_config
 from emrp2p.node.config import (
     ConfigError,
     NodeConfig,
@@ -33,6 +34,16 @@ def test_an_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
     assert cfg.rpc.mode == 0 and cfg.rpc.group == ""
     assert cfg.metrics.host == "127.0.0.1" and cfg.metrics.port == 0
     assert cfg.log.format == "console" and cfg.p2p.peers == []
+    assert cfg.p2p.handshake_burst == 30 and cfg.p2p.handshake_refill_per_s == 2.0
+
+
+def test_the_handshake_limits_reach_the_network_layer(tmp_path: Path) -> None:
+    cfg = apply_overrides(
+        load_config(write(tmp_path, "[p2p]\nhandshake_refill_per_s = 5\n")), ["p2p.handshake_burst=4"]
+    )
+    assert cfg.p2p.handshake_refill_per_s == 5.0  # an integer is taken for a number
+    net = net_config(cfg, b"\x01" * 32)
+    assert (net.handshake_burst, net.handshake_refill_per_s) == (4, 5.0)
 
 
 def test_relative_paths_resolve_against_the_config_files_folder(
@@ -104,6 +115,8 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_the_option(
         "[p2p]\nport = 70000\n",
         "[consensus]\nheartbeat_ms = 500\nelection_timeout_ms = 800\n",
         "[p2p]\npeers = [{ key = 'zz', addr = 'x' }]\n",
+        "[p2p]\nhandshake_burst = 0\n",
+        "[p2p]\nhandshake_refill_per_s = 'fast'\n",
         "this is not toml",
     ],
 )

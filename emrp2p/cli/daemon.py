@@ -12,12 +12,16 @@ import argparse
 import gc
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
 from emrp2p.logs import configure_logging, get_logger
 from emrp2p.node.config import ConfigError, NodeConfig, add_override_arguments, config_from_args
 from emrp2p.node.node import NodeSettings
+
+if TYPE_CHECKING:
+    from emrp2p.net import NetConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def net_config(cfg: NodeConfig, chain_id: bytes) -> NetConfig:
+    """The network layer's settings from ``[p2p]`` (the rest are ``NetConfig``'s defaults)."""
+    from emrp2p.net import NetConfig
+
+    return NetConfig(
+        chain_id=chain_id.hex()[:16],
+        max_frame=cfg.p2p.max_frame,
+        handshake_burst=cfg.p2p.handshake_burst,
+        handshake_refill_per_s=cfg.p2p.handshake_refill_per_s,
+    )
+
+
 def node_settings(cfg: NodeConfig) -> NodeSettings:
     """The ``NodeSettings`` described by a loaded configuration (imports libp2p)."""
     from emrp2p.consensus import Config
     from emrp2p.crypto.keyfile import load_node_key
     from emrp2p.genesis import load_genesis
-    from emrp2p.net import NetConfig
 
     genesis = load_genesis(cfg.path(cfg.node.genesis))
     c = cfg.consensus
@@ -55,7 +70,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             max_pending=c.max_pending,
             forward_retry_ms=c.forward_retry_ms,
         ),
-        net=NetConfig(chain_id=genesis.chain_id.hex()[:16], max_frame=cfg.p2p.max_frame),
+        net=net_config(cfg, genesis.chain_id),
         gossip_interval_ms=cfg.p2p.gossip_interval_ms,
         rpc_socket=cfg.socket_path,
         rpc_mode=cfg.rpc.mode or None,

@@ -13,6 +13,8 @@ Example (``emrp2p testnet`` writes one per node)::
     port = 7701
     max_frame = 8388608           # bytes; larger frames reset the stream
     gossip_interval_ms = 1000     # newest commit notice gossiped at most this often
+    handshake_burst = 30          # failed inbound handshakes one address may make at once,
+    handshake_refill_per_s = 2.0  # then per second; past that it is cut off before the handshake
     peers = [ { key = "<hex>", addr = "/ip4/127.0.0.1/tcp/7702/p2p/<peer id>" } ]
 
     [consensus]
@@ -102,6 +104,10 @@ class P2pSection:
     gossip_interval_ms: int = 1000
     """The leader gossips its newest commit notice at most this often (members also get each
     notice directly; gossip is for nodes without a link to the leader)."""
+    handshake_burst: int = 30
+    handshake_refill_per_s: float = 2.0
+    """Failed inbound handshakes (strangers, broken handshakes) one source address may make at
+    once, then per second; past that its connections are closed before the Noise handshake."""
     peers: list[PeerConfig] = field(default_factory=list)
 
 
@@ -184,6 +190,10 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is float:
+        if type(value) not in (int, float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
     return value
 
 
@@ -246,6 +256,8 @@ def validate(cfg: NodeConfig) -> None:
         raise ConfigError("consensus.election_timeout_ms must exceed twice heartbeat_ms (> 0)")
     if c.max_txs_per_block < 1 or c.max_pending < 1:
         raise ConfigError("consensus.max_txs_per_block and max_pending must be at least 1")
+    if cfg.p2p.handshake_burst < 1 or cfg.p2p.handshake_refill_per_s <= 0:
+        raise ConfigError("p2p.handshake_burst must be at least 1 and handshake_refill_per_s above 0")
     for p in cfg.p2p.peers:
         try:
             if len(bytes.fromhex(p.key)) != 32:
