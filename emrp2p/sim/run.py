@@ -97,15 +97,21 @@ def _schedule_churn(cluster: Cluster, rng: random.Random, before_ms: float) -> N
         for i in approvers:
             cluster.at(cluster.now + 1500, partial(cluster.governance, i, ApproveMembership(pid)), "approve")
 
+    def propose_after_the_add(signer: int) -> None:
+        """The ledger takes one change at a time: like an operator, wait until the addition
+        took effect (as far as the most advanced node knows) before proposing the removal."""
+        tip = max(cluster.nodes, key=lambda node: node.store.committed_height())
+        added = newcomer in cluster.ledger.validators(tip.store.state, tip.store.committed_height() + 1)
+        if not added and cluster.now + 1000 < before_ms:
+            cluster.at(cluster.now + 1000, partial(propose_after_the_add, signer), "propose remove (waiting)")
+            return
+        propose(Action.REMOVE, gone, f"hospital-{leaving}", signer)
+
     proposer = (leaving + 1) % n
     cluster.at(
         before_ms * 0.25, partial(propose, Action.ADD, newcomer, f"hospital-{n}", proposer), "propose add"
     )
-    cluster.at(
-        before_ms * 0.6,
-        partial(propose, Action.REMOVE, gone, f"hospital-{leaving}", proposer),
-        "propose remove",
-    )
+    cluster.at(before_ms * 0.6, partial(propose_after_the_add, proposer), "propose remove")
 
 
 def _run_one(nodes: int, kwargs: dict[str, Any], seed: int) -> RunResult:
