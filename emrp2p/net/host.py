@@ -122,6 +122,15 @@ class HandshakeLimiter:
             del self._buckets[next(iter(self._buckets))]
 
 
+async def _close_quietly(conn: IRawConnection | ISecureConn) -> None:
+    """Close a connection, ignoring every error (the peer may already be gone)."""
+    try:
+        with trio.move_on_after(1):
+            await conn.close()
+    except Exception:
+        pass
+
+
 def _remote_address(conn: IRawConnection) -> str | None:
     try:
         remote = conn.get_remote_address()
@@ -152,11 +161,7 @@ class MemberGatedNoise(NoiseTransport):
         if self._is_member(peer):
             return conn
         self._on_refused(peer, direction)
-        try:
-            with trio.move_on_after(1):
-                await conn.close()
-        except Exception:
-            pass
+        await _close_quietly(conn)
         raise HandshakeFailure(f"peer {peer} is not a member")
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
@@ -167,11 +172,7 @@ class MemberGatedNoise(NoiseTransport):
         if not limiter.allows(address, trio.current_time()):
             if self._on_throttled is not None:
                 self._on_throttled(address)
-            try:
-                with trio.move_on_after(1):
-                    await conn.close()
-            except Exception:
-                pass
+            await _close_quietly(conn)
             raise HandshakeFailure(f"too many failed handshakes from {address}; try later")
         try:
             return await self._gate(await super().secure_inbound(conn), "inbound")
