@@ -122,15 +122,6 @@ class HandshakeLimiter:
             del self._buckets[next(iter(self._buckets))]
 
 
-async def _close_quietly(conn: IRawConnection | ISecureConn) -> None:
-    """Close a connection, ignoring every error (the peer may already be gone)."""
-    try:
-        with trio.move_on_after(1):
-            await conn.close()
-    except Exception:
-        pass
-
-
 def _remote_address(conn: IRawConnection) -> str | None:
     try:
         remote = conn.get_remote_address()
@@ -161,23 +152,22 @@ class MemberGatedNoise(NoiseTransport):
         if self._is_member(peer):
             return conn
         self._on_refused(peer, direction)
-        await _close_quietly(conn)
+        await _quietly(conn.close)
         raise HandshakeFailure(f"peer {peer} is not a member")
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
         limiter = self._limiter
         address = _remote_address(conn) if limiter is not None else None
-        if limiter is None or address is None:
-            return await self._gate(await super().secure_inbound(conn), "inbound")
-        if not limiter.allows(address, trio.current_time()):
+        if limiter is not None and address is not None and not limiter.allows(address, trio.current_time()):
             if self._on_throttled is not None:
                 self._on_throttled(address)
-            await _close_quietly(conn)
+            await _quietly(conn.close)
             raise HandshakeFailure(f"too many failed handshakes from {address}; try later")
         try:
             return await self._gate(await super().secure_inbound(conn), "inbound")
         except Exception:
-            limiter.failed(address, trio.current_time())
+            if limiter is not None and address is not None:
+                limiter.failed(address, trio.current_time())
             raise
 
     async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
@@ -224,13 +214,18 @@ def build_host(
     )
 
 
-async def reset_quietly(stream: INetStream) -> None:
-    """Reset a stream, ignoring every error (it may already be gone)."""
+async def _quietly(action: Callable[[], Awaitable[None]]) -> None:
+    """Run a closing action for at most a second, ignoring every error (the peer may be gone)."""
     try:
         with trio.move_on_after(1):
-            await stream.reset()
+            await action()
     except Exception:
         pass
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    """Reset a stream, ignoring every error (it may already be gone)."""
+    await _quietly(stream.reset)
 
 
 def remote_peer(stream: INetStream) -> ID | None:
