@@ -1084,20 +1084,23 @@ class Core:
 
     def _maybe_forward(self) -> None:
         """Forward what is due, at most once per ``forward_interval_ms``: right away when the
-        last forward is that old (light load waits for nothing), else batched by the next tick."""
-        if self._mono - self._last_forward >= self.cfg.forward_interval_ms:
+        last message sent is that old (light load waits for nothing), else batched by the next
+        tick. Only a message sent starts the interval: a tick with nothing to send must not
+        hold back the next submission."""
+        if self._mono - self._last_forward >= self.cfg.forward_interval_ms and self._forward_pending():
             self._last_forward = self._mono
-            self._forward_pending()
 
-    def _forward_pending(self) -> None:
+    def _forward_pending(self) -> bool:
+        """Send the leader what is due; whether anything was sent."""
         leader = self._term_leader
         if leader == self.me or len(self.pool) == 0:
-            return
+            return False
         if not (self._leader_heard or self._established):
-            return
+            return False
         txs = self.pool.due_for_forward(self._mono, self.cfg.forward_retry_ms)
         for i in range(0, len(txs), 1000):
             self._send(leader, ForwardTxs(tuple(txs[i : i + 1000])))
+        return bool(txs)
 
     _handlers: dict[type[Any], Callable[[Core, bytes, Any], None]] = {
         Propose: _on_propose,

@@ -12,6 +12,7 @@ from emrp2p.consensus import (
     Config,
     Core,
     EvidenceFound,
+    ForwardTxs,
     Head,
     Message,
     ProposalEquivocation,
@@ -51,7 +52,8 @@ NAMES = ["a", "b", "c"]
 class Net:
     """Three validators wired by hand: each node's ready() is persisted and its messages collected."""
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Config = CFG) -> None:
+        self.cfg = cfg
         self.ids = {name: Identity.from_test_name(f"rules-{name}") for name in NAMES}
         self.genesis = Genesis("rules", 0, tuple(Member(i.public, n) for n, i in self.ids.items()))
         self.ledger = Ledger(self.genesis)
@@ -62,7 +64,7 @@ class Net:
         self.outbox: dict[str, list[tuple[bytes, Message]]] = {n: [] for n in NAMES}
 
     def start(self, name: str) -> Core:
-        return Core(self.ids[name], self.ledger, self.stores[name], CFG, 0)
+        return Core(self.ids[name], self.ledger, self.stores[name], self.cfg, 0)
 
     def restart(self, name: str) -> Core:
         self.cores[name] = self.start(name)
@@ -79,6 +81,17 @@ class Net:
             core.advance(rd)
         self.outbox[name].extend(sent)
         return sent
+
+    def deliver_all(self, rounds: int = 10) -> None:
+        """Flush every core and hand each message to its destination, until nothing moves."""
+        for _ in range(rounds):
+            moved = False
+            for name in NAMES:
+                for dest, msg in self.flush(name):
+                    self.cores[self.name_of(dest)].step(self.ids[name].public, msg)
+                    moved = True
+            if not moved:
+                return
 
     def name_of(self, key: bytes) -> str:
         return next(n for n, i in self.ids.items() if i.public == key)
@@ -258,3 +271,35 @@ def test_the_tx_root_memo_does_not_keep_old_blocks_alive() -> None:
         block_tx_root(block_txs(tag))
     gc.collect()
     assert watch() is None
+
+
+def test_a_submission_is_forwarded_at_once_when_no_forward_went_out_within_the_interval() -> None:
+    """Ticks with nothing to forward must not restart the forward interval: a transaction an
+    app submits to a follower on a quiet network goes to the leader straight away (it once
+    waited up to ``forward_interval_ms`` for the next tick)."""
+    net = Net(Config(forward_interval_ms=50))
+    now = 0
+    while not all(c.leader is not None for c in net.cores.values()):
+        now += 20
+        assert now < 5000, "no leader"
+        for core in net.cores.values():
+            core.tick(now)
+        net.deliver_all()
+    leader = net.cores["a"].leader
+    follower = next(n for n in NAMES if net.ids[n].public != leader)
+    for _ in range(10):  # 200 ms of ticks, nothing submitted
+        now += 20
+        for core in net.cores.values():
+            core.tick(now)
+        net.deliver_all()
+    client = Identity.from_test_name("client")
+    core = net.cores[follower]
+    tx = sign_tx(client, net.genesis.chain_id, 0, Noop(b"now"))
+    core.submit([tx])
+    rd = core.ready()
+    assert [(d, m) for d, m in rd.messages if isinstance(m, ForwardTxs)] == [(leader, ForwardTxs((tx,)))]
+    net.stores[follower].write(rd.write)
+    core.advance(rd)
+    # A second submission within the interval waits for a tick past it: one message per interval.
+    core.submit([sign_tx(client, net.genesis.chain_id, 1, Noop(b"soon"))])
+    assert not any(isinstance(m, ForwardTxs) for _, m in core.ready().messages)
