@@ -24,6 +24,10 @@
   read) for 8 reads in 10 of small messages even with ``PY_YAMUX_RELEASE_ON_READ=0``
   (its "partial slack" branch credits any positive shortfall).
   :func:`_release_credit` replaces that method; window growth by RTT is kept.
+- TCP reads are buffered (:func:`_buffered_read`): one socket read brings in a Noise
+  frame's length and body (py-libp2p reads them separately, each a trip through trio's
+  scheduler), 480 reads become about 200 for 200 small messages; a hop of a one-at-a-time
+  round took about 20 % less.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetStream, IRawConnection, ISecureConn
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.io.trio import TrioTCPStream
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
@@ -68,6 +73,32 @@ async def _release_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
 
 
 YamuxStream._auto_tune_and_send_window_update = _release_credit  # type: ignore[method-assign]
+
+_READ_CHUNK = 64 << 10
+_trio_tcp_read = TrioTCPStream.read
+
+
+async def _buffered_read(self: TrioTCPStream, n: int | None = None) -> bytes:
+    """Read up to ``n`` bytes, from what an earlier socket read brought in if anything is left.
+
+    py-libp2p reads a Noise frame as a 2-byte length, then its body: two socket reads, each
+    behind a lock, each a trip through trio's scheduler. One read of up to 64 KiB instead
+    brings in the length, the body and whatever frames follow, and serves them without
+    waiting. Nothing else reads the socket, so the stream of bytes is unchanged.
+    """
+    buf: bytes = getattr(self, "_rbuf", b"")
+    if not buf:
+        buf = await _trio_tcp_read(self, _READ_CHUNK if n is None or n < _READ_CHUNK else n)
+        if not buf:
+            return buf
+    if n is None or n >= len(buf):
+        self._rbuf = b""  # type: ignore[attr-defined]
+        return buf
+    self._rbuf = buf[n:]  # type: ignore[attr-defined]
+    return buf[:n]
+
+
+TrioTCPStream.read = _buffered_read  # type: ignore[method-assign]
 
 __all__ = [
     "peer_id_of",

@@ -98,6 +98,28 @@ async def test_yamux_credit_goes_back_in_half_window_batches(
     assert updates and min(updates) >= 128 * 1024
 
 
+async def test_a_noise_frame_costs_one_socket_read_not_two(
+    start_mesh: StartMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """py-libp2p reads a Noise frame's 2-byte length and then its body, a socket read each;
+    one buffered read serves both (and whatever frames came with them)."""
+    a, b = await start_mesh(2)
+    reads = 0
+    receive_some = trio.SocketStream.receive_some
+
+    async def counting(self: trio.SocketStream, max_bytes: int | None = None) -> bytes:
+        nonlocal reads
+        reads += 1
+        return await receive_some(self, max_bytes)
+
+    monkeypatch.setattr(trio.SocketStream, "receive_some", counting)
+    n = 200
+    for i in range(n):
+        assert a.send(b.identity.public, i.to_bytes(2, "big") * 50)
+        assert await receive_n(b, 1) == [(a.identity.public, i.to_bytes(2, "big") * 50)]
+    assert reads < 1.2 * n  # unbuffered: at least 2 * n
+
+
 async def test_send_to_unknown_peer_or_full_queue_returns_false(cluster: Cluster) -> None:
     me, other = identities(2)
     stranger = identities(1, "stranger")[0]
