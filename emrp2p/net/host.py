@@ -84,18 +84,20 @@ async def _buffered_read(self: TrioTCPStream, n: int | None = None) -> bytes:
     py-libp2p reads a Noise frame as a 2-byte length, then its body: two socket reads, each
     behind a lock, each a trip through trio's scheduler. One read of up to 64 KiB instead
     brings in the length, the body and whatever frames follow, and serves them without
-    waiting. Nothing else reads the socket, so the stream of bytes is unchanged.
+    waiting (by position: nothing is copied but the bytes handed out). Nothing else reads
+    the socket, so the stream of bytes is unchanged.
     """
     buf: bytes = getattr(self, "_rbuf", b"")
-    if not buf:
+    pos: int = getattr(self, "_rpos", 0)
+    if pos >= len(buf):
         buf = await _trio_tcp_read(self, _READ_CHUNK if n is None or n < _READ_CHUNK else n)
-        if not buf:
-            return buf
-    if n is None or n >= len(buf):
-        self._rbuf = b""  # type: ignore[attr-defined]
-        return buf
-    self._rbuf = buf[n:]  # type: ignore[attr-defined]
-    return buf[:n]
+        pos = 0
+    end = len(buf) if n is None else min(len(buf), pos + n)
+    if end >= len(buf):
+        self._rbuf, self._rpos = b"", 0  # type: ignore[attr-defined]
+    else:
+        self._rbuf, self._rpos = buf, end  # type: ignore[attr-defined]
+    return buf if pos == 0 and end == len(buf) else buf[pos:end]
 
 
 TrioTCPStream.read = _buffered_read  # type: ignore[method-assign]

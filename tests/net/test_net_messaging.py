@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
@@ -118,6 +119,30 @@ async def test_a_noise_frame_costs_one_socket_read_not_two(
         assert a.send(b.identity.public, i.to_bytes(2, "big") * 50)
         assert await receive_n(b, 1) == [(a.identity.public, i.to_bytes(2, "big") * 50)]
     assert reads < 1.2 * n  # unbuffered: at least 2 * n
+
+
+async def test_buffered_tcp_reads_hand_out_the_byte_stream_unchanged() -> None:
+    """Reads of any size, served from one socket read or across several, in order; EOF stays EOF."""
+    from libp2p.io.trio import TrioTCPStream
+
+    left, right = trio.testing.memory_stream_pair()
+    reader = TrioTCPStream(right)  # type: ignore[arg-type]  # duck-typed: receive_some is all it uses
+    data = bytes(range(256)) * 1200  # 300 KiB: more than one 64 KiB socket read
+    await left.send_all(data)
+    await left.send_eof()
+    got = bytearray()
+    sizes = [2, 1, 5000, None, 7, 70_000, 3]
+    i = 0
+    while True:
+        chunk = await reader.read(sizes[i % len(sizes)])
+        i += 1
+        if not chunk:
+            break
+        n = sizes[(i - 1) % len(sizes)]
+        assert n is None or len(chunk) <= n
+        got += chunk
+    assert bytes(got) == data
+    assert await reader.read(10) == b""
 
 
 async def test_send_to_unknown_peer_or_full_queue_returns_false(cluster: Cluster) -> None:
