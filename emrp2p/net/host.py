@@ -41,8 +41,8 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetStream, IRawConnection, ISecureConn
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.io.trio import TrioTCPStream
 from libp2p.custom_types import TProtocol
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.rcmgr import ResourceLimits, new_resource_manager
