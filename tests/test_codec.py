@@ -296,3 +296,29 @@ def test_the_compiled_decoder_accepts_and_refuses_exactly_what_the_generic_one_d
         else:
             assert fast == slow
     assert _outcome(_FAST[Tx], good) == ("ok", tx)
+
+
+def test_a_transaction_gets_its_encoding_while_decoding_and_a_block_makes_its_own_from_theirs() -> None:
+    """A leaf that keeps its encoding (a transaction) gets it while decoding; a block, which
+    nests transactions, makes its own from their bytes when first asked (a second dumps of all
+    its primitives would cost as much as decoding it), then keeps it for the proposal and
+    both store writes."""
+    from emrp2p.codec import _from_prim
+    from emrp2p.consensus import Message, Propose
+    from emrp2p.crypto import Identity
+    from emrp2p.ledger.types import Block, BlockHeader, Noop, sign_block, sign_tx, tx_root
+
+    who = Identity.from_test_name("lazy")
+    txs = tuple(sign_tx(who, b"c" * 32, n, Noop(b"t")) for n in range(3))
+    header = BlockHeader(b"c" * 32, 1, 0, b"p" * 32, who.public, 5, tx_root(txs), b"s" * 32, 3)
+    block = sign_block(who, header, txs)
+    raw = _from_prim(cbor2.loads(encode(block)))
+    assert isinstance(raw, Block)
+    assert all("encoded" in tx.__dict__ for tx in raw.txs)
+    assert "encoded" not in raw.__dict__
+    assert raw.encoded == encode(block)
+    data = encode(Propose(0, block))
+    decoded = decode(Message, data)
+    assert isinstance(decoded, Propose)
+    assert decoded.block.__dict__["encoded"] == encode(block)  # made by the canonical check, kept
+    assert encode(decoded) == data

@@ -130,11 +130,23 @@ def _plan(cls: type[Any]) -> tuple[int, tuple[tuple[str, Callable[[Any], Any], C
     plan = (tag, tuple(fields))
     _PLANS[cls] = plan
     if not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"):
-        keeps_encoding = isinstance(getattr(cls, "encoded", None), functools.cached_property)
+        # A type that keeps its encoding gets it while decoding (one dumps of the decoded
+        # primitives), unless it nests values keeping their own: then its encoding is made
+        # from theirs when first asked for (a block, from its transactions' bytes).
+        eager = _keeps_encoding(cls) and not any(
+            _nests_encodings(hints[f.name]) for f in dataclasses.fields(cls)
+        )
         names, decoders = tuple(f[0] for f in fields), tuple(f[2] for f in fields)
-        _PLAIN[cls] = (names, decoders, keeps_encoding)
-        _FAST[cls] = _compile_fast(cls, names, decoders, keeps_encoding)
+        _PLAIN[cls] = (names, decoders, eager)
+        _FAST[cls] = _compile_fast(cls, names, decoders, eager)
     return plan
+
+
+def _nests_encodings(tp: Any) -> bool:
+    """Whether a field of type ``tp`` may hold a value that keeps its own encoding."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _keeps_encoding(tp)
+    return any(_nests_encodings(a) for a in typing.get_args(tp) if a is not Ellipsis)
 
 
 def _identity(v: Any) -> Any:
@@ -152,7 +164,7 @@ _FAST: dict[type[Any], Callable[[Any], Any]] = {}
 
 
 def _compile_fast(
-    cls: type[Any], names: tuple[str, ...], decoders: tuple[Callable[[Any], Any], ...], keeps_encoding: bool
+    cls: type[Any], names: tuple[str, ...], decoders: tuple[Callable[[Any], Any], ...], eager: bool
 ) -> Callable[[Any], Any]:
     """One function per type: unpack, test every simple field inline, build the object.
 
@@ -188,7 +200,7 @@ def _compile_fast(
         body += [f"    if not ({' and '.join(tests)}):", "        return _slow(v)"]
     items = ", ".join(f"{name!r}: {val}" for name, val in zip(names, values, strict=True))
     body.append(f"    d = {{{items}}}")
-    if keeps_encoding:
+    if eager:
         body.append("    d['encoded'] = _dumps(v, canonical=True)")
     body += ["    obj = _new(_cls)", "    _set(obj, '__dict__', d)", "    return obj"]
     exec("\n".join(body), env)  # noqa: S102 - source built above from field specs only
@@ -382,10 +394,10 @@ def _plain_decode(cls: type[Any], v: list[Any]) -> Any:
     _, fields = _plan(cls)
     if len(v) != len(fields) + 1:
         raise SchemaMismatch(f"{cls.__name__}: expected {len(fields)} fields, got {len(v) - 1}")
-    names, decoders, keeps_encoding = _PLAIN[cls]
+    names, decoders, eager = _PLAIN[cls]
     obj = object.__new__(cls)
     d = dict(zip(names, map(operator.call, decoders, v[1:]), strict=True))
-    if keeps_encoding:
+    if eager:
         # The canonical encoding of a part is the part of the canonical whole (which
         # ``decode`` checks), so this equals ``encode(obj)`` at a fraction of the cost.
         d["encoded"] = cbor2.dumps(v, canonical=True)

@@ -319,6 +319,12 @@ class Block:
     txs: tuple[Tx, ...] = field(metadata={"limits": Limits(max_len=100_000)})
     signature: Sig
 
+    @cached_property
+    def encoded(self) -> bytes:
+        """Made once from the transactions' own encodings, then shared by the proposal that
+        carries the block and the store's writes of it (accepted, then committed)."""
+        return encode(self)
+
     @property
     def block_hash(self) -> bytes:
         return self.header.block_hash

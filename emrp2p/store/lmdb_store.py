@@ -482,7 +482,7 @@ class LmdbStore:
         for block in batch.accept:
             if block.height <= head_height:
                 continue  # already settled by a commit
-            txn.put(height_key(block.height), encode(block), db=self._accepted)
+            txn.put(height_key(block.height), block.encoded, db=self._accepted)
 
         for commit in batch.commit:
             block = commit.block
@@ -494,7 +494,7 @@ class LmdbStore:
                 raise InconsistentWrite(f"block {height} does not extend the head {head_hash.hex()[:16]}")
             block_hash = header.block_hash
             hkey = height_key(height)
-            txn.put(hkey, encode(block), db=self._blocks)
+            txn.put(hkey, block.encoded, db=self._blocks)
             txn.put(block_hash, hkey, db=self._block_hash)
             if block.txs:
                 txn.cursor(db=self._tx_index).putmulti([(tx.tx_id, hkey) for tx in block.txs])

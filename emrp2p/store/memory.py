@@ -8,7 +8,6 @@ applied whole (it is built before any of it is applied).
 
 from __future__ import annotations
 
-from emrp2p.codec import encode
 from emrp2p.ledger.state import MemoryKV
 from emrp2p.ledger.types import Block, Certificate, Genesis
 from emrp2p.store.api import KV, StateDelta, WriteBatch
@@ -58,7 +57,7 @@ class MemoryStore:
 
     def block_bytes(self, height: int) -> bytes | None:
         block = self.block(height)
-        return None if block is None else encode(block)
+        return None if block is None else block.encoded
 
     def certificate(self, height: int) -> Certificate | None:
         return self._certs.get(height)
