@@ -1065,6 +1065,12 @@ class Core:
         self._accepted = keep
         if keep and (conflict or keep[0].block.header.parent != top.block.block_hash):
             self._truncate(0)
+        # A certified block of a later term proves that term was established: ours is over.
+        # (A leader cut off in its term that synced past its own proposals would otherwise
+        # go on proposing in it, at heights it had proposed at already: an equivocation.)
+        newest = max(e.block.term for e in committed)
+        if newest > self.term:
+            self._observe_term(sender, newest)
         self._adopt_orphan(top.block.block_hash)
         if m.committed_height > self.committed_height:
             self._request_sync(sender)

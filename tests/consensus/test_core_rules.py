@@ -19,6 +19,7 @@ from emrp2p.consensus import (
     Propose,
     Role,
     SubmitStatus,
+    SyncResponse,
     TermVote,
     TxRejected,
     TxState,
@@ -303,3 +304,64 @@ def test_a_submission_is_forwarded_at_once_when_no_forward_went_out_within_the_i
     # A second submission within the interval waits for a tick past it: one message per interval.
     core.submit([sign_tx(client, net.genesis.chain_id, 1, Noop(b"soon"))])
     assert not any(isinstance(m, ForwardTxs) for _, m in core.ready().messages)
+
+
+def test_a_leader_cut_off_that_syncs_a_later_terms_certified_blocks_leaves_its_term() -> None:
+    """A leader isolated in its term, whose proposal nobody got, learns by block sync (and by
+    nothing else) that a later term has committed blocks: it must leave its term. It once went
+    on leading it and proposed again at a height it had proposed at (simulator seed 1132:
+    evidence of equivocation against an honest node)."""
+    net = Net()
+    now = 0
+    while not all(c.leader is not None for c in net.cores.values()):
+        now += 20
+        assert now < 5000, "no leader"
+        for core in net.cores.values():
+            core.tick(now)
+        net.deliver_all()
+    old = net.name_of(net.cores["a"].leader)  # type: ignore[arg-type]
+    rest = [n for n in NAMES if n != old]
+    client = Identity.from_test_name("client")
+    net.cores[old].submit([sign_tx(client, net.genesis.chain_id, 0, Noop(b"unseen"))])
+    assert any(isinstance(m, Propose) for _, m in net.flush(old))  # proposed; nobody gets it
+
+    def leader_of_rest() -> str | None:
+        for n in rest:
+            core = net.cores[n]
+            if core.term > 0 and core.role is Role.LEADER and core.leader == net.ids[n].public:
+                return n
+        return None
+
+    def step_rest() -> None:
+        """The other two exchange messages; nothing reaches the old leader."""
+        for _ in range(10):
+            moved = False
+            for n in rest:
+                for dest, msg in net.flush(n):
+                    if net.name_of(dest) in rest:
+                        net.cores[net.name_of(dest)].step(net.ids[n].public, msg)
+                        moved = True
+            if not moved:
+                return
+
+    while leader_of_rest() is None:
+        now += 20
+        assert now < 20_000, "the other two elected no leader"
+        for n in rest:
+            net.cores[n].tick(now)
+        step_rest()
+    new = leader_of_rest()
+    assert new is not None
+    other = sign_tx(Identity.from_test_name("other client"), net.genesis.chain_id, 0, Noop(b"seen"))
+    net.cores[new].submit([other])
+    step_rest()
+    store = net.stores[new]
+    assert store.committed_height() >= 1
+    block, cert = store.block(1), store.certificate(1)
+    assert block is not None and cert is not None and block.term > 0
+    stale = net.cores[old]
+    assert stale.role is Role.LEADER and stale.term == 0
+    stale.step(net.ids[new].public, SyncResponse(store.committed_height(), (block,), (cert,)))
+    assert stale.committed_height == 1
+    assert stale.term >= block.term and stale.role is not Role.LEADER
+    assert not [m for _, m in net.flush(old) if isinstance(m, Propose) and m.term == 0]
