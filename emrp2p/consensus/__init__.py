@@ -77,7 +77,13 @@ Protocol (see DESIGN.md, "Ordering")
   roots, executes each block for its state root and commits the prefix proven
   by a valid certificate (a majority of the validators in force at that height,
   valid vote signatures); it repeats until level. Observers (non-validator
-  members) follow through heartbeats, commit notices, and polling sync.
+  members) follow through heartbeats, commit notices, and polling sync. A synced
+  certified block of a later term moves the node to that term (a leader cut off
+  in its term learns that way that the term is over).
+* A leader signs at most one block per (term, height): nodes that entered a term
+  on different sides of a membership change may each see themselves as its
+  leader; the one that syncs the other's committed blocks over heights it had
+  proposed at hands over (next term) rather than propose there again.
 * Evidence: two verified, conflicting votes or proposals by one validator for
   the same (term, height) are kept in ``core.evidence`` and reported as
   ``EvidenceFound``.

@@ -24,3 +24,12 @@ def test_seeded_faults_with_5_validators() -> None:
 @pytest.mark.slow
 def test_seeded_faults_with_7_validators() -> None:
     assert _violations(7, range(2000, 2050)) == []
+
+
+def test_seeds_where_an_honest_leader_once_proposed_twice_at_one_height() -> None:
+    """1132: a leader cut off in its term synced a later term's certified blocks and went on
+    leading its own. 238: a node behind a membership change led a term that the others gave to
+    another node; after syncing their blocks it proposed again at heights it had proposed at.
+    Both ended with evidence of equivocation against an honest node."""
+    results = {r.seed: r.violations for r in run_many(4, [238, 1132], jobs=2)}
+    assert results == {238: [], 1132: []}
