@@ -55,8 +55,8 @@ Protocol (see DESIGN.md, "Ordering")
   next block carries it as ``parent_cert``. One block of the current term is in
   flight at a time; at most one block per ``min_block_interval_ms``, at most
   ``max_txs_per_block`` transactions.
-* ``Heartbeat`` every ``heartbeat_ms`` carries the leader's head and latest
-  certificate; a follower whose head differs answers ``Status`` and the leader
+* ``Heartbeat`` every ``heartbeat_ms`` (counted from the last proposal when that
+  reached every member) carries the leader's head and latest certificate; a follower whose head differs answers ``Status`` and the leader
   re-sends what it lacks; a follower hearing nothing for ``election_timeout_ms``
   moves to the next term. The leader hands over after ``max_blocks_per_term``
   blocks or ``max_term_ms``, once its last block is committed (and at once if

@@ -10,7 +10,8 @@ __all__ = ["Config"]
 @dataclass(frozen=True)
 class Config:
     heartbeat_ms: int = 150
-    """Leader heartbeat period; followers resend lost term votes at this pace too."""
+    """Leader heartbeat period (a proposal that reaches every member stands in for one);
+    followers resend lost term votes at this pace too."""
     election_timeout_ms: int = 1000
     """A follower that hears nothing from the leader for this long moves to the next term."""
     max_txs_per_block: int = 2000

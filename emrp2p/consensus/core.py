@@ -706,6 +706,10 @@ class Core:
         self._accepted.append(entry)
         self._out.write.accept.append(block)
         self._broadcast(Propose(self.term, block), validators)
+        if set(validators) >= set(self._members()) - {self.me}:
+            # Every member hears from us now: a proposal does a heartbeat's work (followers
+            # reset their election timer on it), so the next heartbeat waits a full period.
+            self._last_heartbeat = self._mono
         if parent_cert is not None:
             self._drop_notices(parent_cert, validators)
         self._count_vote(entry, self._cast_vote(block))

@@ -14,6 +14,7 @@ from emrp2p.consensus import (
     EvidenceFound,
     ForwardTxs,
     Head,
+    Heartbeat,
     Message,
     ProposalEquivocation,
     Propose,
@@ -365,3 +366,35 @@ def test_a_leader_cut_off_that_syncs_a_later_terms_certified_blocks_leaves_its_t
     assert stale.committed_height == 1
     assert stale.term >= block.term and stale.role is not Role.LEADER
     assert not [m for _, m in net.flush(old) if isinstance(m, Propose) and m.term == 0]
+
+
+def test_a_proposal_to_every_member_stands_in_for_the_next_heartbeat() -> None:
+    """While blocks flow, a heartbeat adds nothing (followers reset their election timer on a
+    proposal) but a message per follower and a re-sent vote: it waits a full period after the
+    last proposal; a quiet leader still sends it on time."""
+    net = Net(Config(min_block_interval_ms=20))
+    now = 0
+    while not all(c.leader is not None for c in net.cores.values()):
+        now += 20
+        assert now < 5000, "no leader"
+        for core in net.cores.values():
+            core.tick(now)
+        net.deliver_all()
+    lead = net.name_of(net.cores["a"].leader)  # type: ignore[arg-type]
+    core = net.cores[lead]
+    client = Identity.from_test_name("client")
+    net.outbox[lead].clear()
+    for n in range(8):  # a block every 20 ms: each tick brings a transaction
+        now += 20
+        core.submit([sign_tx(client, net.genesis.chain_id, n, Noop(b"busy"))])
+        core.tick(now)
+        net.deliver_all()
+    sent = [m for _, m in net.outbox[lead]]
+    assert sum(isinstance(m, Propose) for m in sent) >= 12  # 2 followers, 6 blocks or more
+    assert not any(isinstance(m, Heartbeat) for m in sent)
+    net.outbox[lead].clear()
+    for _ in range(10):  # 200 ms with nothing to propose
+        now += 20
+        core.tick(now)
+        net.deliver_all()
+    assert any(isinstance(m, Heartbeat) for _, m in net.outbox[lead])
