@@ -95,6 +95,17 @@ class Net:
             if not moved:
                 return
 
+    def elect(self) -> int:
+        """Tick every core by 20 ms and deliver until all know the leader; the time reached."""
+        now = 0
+        while not all(c.leader is not None for c in self.cores.values()):
+            now += 20
+            assert now < 5000, "no leader"
+            for core in self.cores.values():
+                core.tick(now)
+            self.deliver_all()
+        return now
+
     def name_of(self, key: bytes) -> str:
         return next(n for n, i in self.ids.items() if i.public == key)
 
@@ -280,13 +291,7 @@ def test_a_submission_is_forwarded_at_once_when_no_forward_went_out_within_the_i
     app submits to a follower on a quiet network goes to the leader straight away (it once
     waited up to ``forward_interval_ms`` for the next tick)."""
     net = Net(Config(forward_interval_ms=50))
-    now = 0
-    while not all(c.leader is not None for c in net.cores.values()):
-        now += 20
-        assert now < 5000, "no leader"
-        for core in net.cores.values():
-            core.tick(now)
-        net.deliver_all()
+    now = net.elect()
     leader = net.cores["a"].leader
     follower = next(n for n in NAMES if net.ids[n].public != leader)
     for _ in range(10):  # 200 ms of ticks, nothing submitted
@@ -313,13 +318,7 @@ def test_a_leader_cut_off_that_syncs_a_later_terms_certified_blocks_leaves_its_t
     on leading it and proposed again at a height it had proposed at (simulator seed 1132:
     evidence of equivocation against an honest node)."""
     net = Net()
-    now = 0
-    while not all(c.leader is not None for c in net.cores.values()):
-        now += 20
-        assert now < 5000, "no leader"
-        for core in net.cores.values():
-            core.tick(now)
-        net.deliver_all()
+    now = net.elect()
     old = net.name_of(net.cores["a"].leader)  # type: ignore[arg-type]
     rest = [n for n in NAMES if n != old]
     client = Identity.from_test_name("client")
@@ -373,13 +372,7 @@ def test_a_proposal_to_every_member_stands_in_for_the_next_heartbeat() -> None:
     proposal) but a message per follower and a re-sent vote: it waits a full period after the
     last proposal; a quiet leader still sends it on time."""
     net = Net(Config(min_block_interval_ms=20))
-    now = 0
-    while not all(c.leader is not None for c in net.cores.values()):
-        now += 20
-        assert now < 5000, "no leader"
-        for core in net.cores.values():
-            core.tick(now)
-        net.deliver_all()
+    now = net.elect()
     lead = net.name_of(net.cores["a"].leader)  # type: ignore[arg-type]
     core = net.cores[lead]
     client = Identity.from_test_name("client")
