@@ -56,8 +56,9 @@ Protocol (see DESIGN.md, "Ordering")
   flight at a time; at most one block per ``min_block_interval_ms``, at most
   ``max_txs_per_block`` transactions.
 * ``Heartbeat`` every ``heartbeat_ms`` (counted from the last proposal when that
-  reached every member) carries the leader's head and latest certificate; a follower whose head differs answers ``Status`` and the leader
-  re-sends what it lacks; a follower hearing nothing for ``election_timeout_ms``
+  reached every member) carries the leader's head and latest certificate; a
+  follower whose head differs answers ``Status`` and the leader re-sends what it
+  lacks; a follower hearing nothing for ``election_timeout_ms``
   moves to the next term. The leader hands over after ``max_blocks_per_term``
   blocks or ``max_term_ms``, once its last block is committed (and at once if
   voted out). Messages of a higher term move a validator to it, except from
