@@ -279,7 +279,6 @@ class Core:
         self._last_heard = 0
         self._term_started = 0
         self._blocks_this_term = 0
-        self._proposed_height = 0
         self._last_propose = -(10**12)
         self._last_heartbeat = -(10**12)
         self._last_termvote = 0
@@ -535,7 +534,6 @@ class Core:
         self._last_heard = self._mono
         self._term_started = self._mono
         self._blocks_this_term = 0
-        self._proposed_height = 0
         if self.is_validator and self._term_leader == self.me:
             self._grants.add(self.me)
             self._check_established()
@@ -661,10 +659,12 @@ class Core:
         if in_flight and len(candidates) < cfg.pipeline_min_txs:
             return  # light load: a round at a time, each block as full as it comes
         height = self.committed_height + len(self._accepted) + 1
-        if height <= self._proposed_height:
-            # What we proposed at this height in this term was superseded by blocks others
-            # committed (learned by sync: another node led this term in its own view of the
-            # rotation). A second proposal would sign two blocks for one slot: hand over.
+        hs = self._hs
+        if hs.vote_term == self.term and hs.vote_height >= height:
+            # We proposed (and voted for) a block at this height in this term already, and it
+            # was superseded by blocks others committed (learned by sync: another node led this
+            # term in its own view of the rotation). The vote on our own proposal holds us to
+            # one block per slot, as any vote does (persisted, so across restarts too): hand over.
             self._enter_term(self.term + 1)
             return
         parent = self._accepted[-1].block.header if self._accepted else None
@@ -699,7 +699,6 @@ class Core:
         block = sign_block(self.identity, header, tuple(included))
         _remember_by_identity(_tx_root_memo, block.txs, (block.txs, header.tx_root), _TX_ROOT_MEMO_MAX)
         self._last_propose = self._mono
-        self._proposed_height = height
         self._blocks_this_term += 1
         self.evidence_log.proposal(block)
         entry = _Entry(block, delta, validators)
