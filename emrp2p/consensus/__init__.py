@@ -58,8 +58,15 @@ Protocol (see DESIGN.md, "Ordering")
 * ``Heartbeat`` every ``heartbeat_ms`` (counted from the last proposal when that
   reached every member) carries the leader's head and latest certificate; a
   follower whose head differs answers ``Status`` and the leader re-sends what it
-  lacks; a follower hearing nothing for ``election_timeout_ms``
-  moves to the next term. The leader hands over after ``max_blocks_per_term``
+  lacks. A follower hearing nothing for ``election_timeout_ms`` (a candidate
+  not established by then) first asks ``PreVote(t+1)`` of the validators, every
+  ``heartbeat_ms``, and moves to the next term once a majority answered
+  ``PreVoteGrant``; a validator grants only while it has not heard a live
+  leader for an election timeout less a heartbeat itself (a leader never
+  grants, and answers with a heartbeat), and a pre-vote changes nothing at the
+  receiver. So a node cut off alone, or paused, keeps its term and comes back
+  as a follower instead of dragging a healthy majority into a new term and
+  leader (Raft's pre-vote). The leader hands over after ``max_blocks_per_term``
   blocks or ``max_term_ms``, once its last block is committed (and at once if
   voted out). Messages of a higher term move a validator to it, except from
   nodes outside the validator set (a voted-out node is answered with
@@ -126,6 +133,8 @@ from emrp2p.consensus.messages import (
     Status,
     SyncRequest,
     SyncResponse,
+    PreVote,
+    PreVoteGrant,
     TermVote,
     VoteEquivocation,
 )
@@ -150,6 +159,8 @@ __all__ = [
     "BlockVote",
     "CommitNotice",
     "TermVote",
+    "PreVote",
+    "PreVoteGrant",
     "Heartbeat",
     "Status",
     "SyncRequest",

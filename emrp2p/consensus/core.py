@@ -31,6 +31,8 @@ from emrp2p.consensus.messages import (
     Status,
     SyncRequest,
     SyncResponse,
+    PreVote,
+    PreVoteGrant,
     TermVote,
 )
 from emrp2p.consensus.pool import SubmitResult, SubmitStatus, TxPool, TxState, TxStatus
@@ -282,6 +284,10 @@ class Core:
         self._last_propose = -(10**12)
         self._last_heartbeat = -(10**12)
         self._last_termvote = 0
+        self._prevote_term = 0
+        """The term this node asks pre-votes for (0: none), and who granted them."""
+        self._prevote_grants: set[bytes] = set()
+        self._last_prevote = -(10**12)
         self._last_status = -(10**12)
         self._last_forward = -(10**12)
 
@@ -413,10 +419,10 @@ class Core:
                 self._enter_term(self.term + 1)
         elif role is Role.CANDIDATE:
             if now - self._term_started >= cfg.election_timeout_ms:
-                self._enter_term(self.term + 1)
+                self._pre_vote()
         elif role is Role.FOLLOWER:
             if now - self._last_heard >= cfg.election_timeout_ms:
-                self._enter_term(self.term + 1)
+                self._pre_vote()
             elif not self._leader_heard and now - self._last_termvote >= cfg.heartbeat_ms:
                 self._send_term_vote(self._term_leader)
         elif now - self._last_poll >= cfg.election_timeout_ms:
@@ -534,6 +540,7 @@ class Core:
         self._last_heard = self._mono
         self._term_started = self._mono
         self._blocks_this_term = 0
+        self._prevote_term = 0
         if self.is_validator and self._term_leader == self.me:
             self._grants.add(self.me)
             self._check_established()
@@ -560,9 +567,62 @@ class Core:
 
     def _heard_leader(self) -> None:
         self._last_heard = self._mono
+        self._prevote_term = 0
         if not self._leader_heard:
             self._leader_heard = True
             self._out.events.append(LeaderChanged(self.term, self._term_leader))
+
+    def _pre_vote(self) -> None:
+        """Our leader (or, as the candidate, our own election) timed out: ask the validators
+        whether theirs did too, again every heartbeat, and enter the next term only once a
+        majority granted it. The term of a node cut off on its own stays where it was."""
+        term = self.term + 1
+        if self._prevote_term != term:
+            self._prevote_term = term
+            self._prevote_grants = {self.me}
+            self._last_prevote = -(10**12)
+        if self._mono - self._last_prevote >= self.cfg.heartbeat_ms:
+            self._last_prevote = self._mono
+            self._broadcast(PreVote(term, self.head(), self.committed_height))
+        self._check_prevote()
+
+    def _check_prevote(self) -> None:
+        vals = self.validators()
+        if len(self._prevote_grants.intersection(vals)) >= quorum(vals):
+            self._enter_term(self._prevote_term)
+
+    def _leader_alive(self) -> bool:
+        """Whether this node heard its term's leader lately (as the candidate: started its term
+        lately; as the leader: always). Such a node refuses pre-votes.
+
+        "Lately" is one heartbeat short of the election timeout, so when a leader dies, the
+        first follower to time out finds the others (which heard it last at about the same
+        time) ready to grant.
+        """
+        role = self.role
+        if role is Role.LEADER:
+            return True
+        since = self._term_started if role is Role.CANDIDATE else self._last_heard
+        cfg = self.cfg
+        return self._mono - since < max(cfg.election_timeout_ms - cfg.heartbeat_ms, cfg.election_timeout_ms // 2)
+
+    def _on_pre_vote(self, sender: bytes, m: PreVote) -> None:
+        """Answer without changing anything here: no term, no timer."""
+        if m.committed_height > self.committed_height:
+            self._request_sync(sender)
+        if sender not in self.validators() or m.term <= self.term:
+            # Voted out, or behind our term: our status brings it up to date.
+            self._send(sender, Status(self.term, self.committed_height, self.head()))
+        elif self.role is Role.LEADER:
+            # Alive: a heartbeat lets the asker hear us again (it may only have missed messages).
+            self._send(sender, Heartbeat(self.term, self.committed_height, self.head(), self._tip_cert))
+        elif not self._leader_alive():
+            self._send(sender, PreVoteGrant(m.term))
+
+    def _on_pre_vote_grant(self, sender: bytes, m: PreVoteGrant) -> None:
+        if self._prevote_term and m.term == self._prevote_term == self.term + 1:
+            self._prevote_grants.add(sender)
+            self._check_prevote()
 
     def _on_term_vote(self, sender: bytes, m: TermVote) -> None:
         if m.committed_height > self.committed_height:
@@ -1125,6 +1185,8 @@ class Core:
         BlockVote: _on_block_vote,
         CommitNotice: _on_commit_notice,
         TermVote: _on_term_vote,
+        PreVote: _on_pre_vote,
+        PreVoteGrant: _on_pre_vote_grant,
         Heartbeat: _on_heartbeat,
         Status: _on_status,
         SyncRequest: _on_sync_request,

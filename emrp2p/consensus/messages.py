@@ -20,6 +20,8 @@ __all__ = [
     "BlockVote",
     "CommitNotice",
     "TermVote",
+    "PreVote",
+    "PreVoteGrant",
     "Heartbeat",
     "Status",
     "SyncRequest",
@@ -86,6 +88,30 @@ class TermVote(Message):
     term: NonNeg
     head: Head
     committed_height: NonNeg
+
+
+@wire(209)
+@dataclass(frozen=True)
+class PreVote(Message):
+    """Asked by a validator that lost its leader, before it enters ``term`` (Raft's pre-vote).
+
+    It changes nothing at the receiver: only once a majority answered ``PreVoteGrant`` (each
+    has not heard a live leader lately either) does the sender enter ``term`` and send its
+    ``TermVote``. A node cut off on its own therefore never drags a healthy majority into a
+    new term (and a change of leader) when it comes back.
+    """
+
+    term: NonNeg
+    head: Head
+    committed_height: NonNeg
+
+
+@wire(211)
+@dataclass(frozen=True)
+class PreVoteGrant(Message):
+    """The receiver of ``PreVote(term)`` has not heard a live leader lately either."""
+
+    term: NonNeg
 
 
 @wire(204)

@@ -17,6 +17,8 @@ from emrp2p.consensus import (
     Heartbeat,
     Message,
     ProposalEquivocation,
+    PreVote,
+    PreVoteGrant,
     Propose,
     Role,
     SubmitStatus,
@@ -172,7 +174,67 @@ def test_a_candidate_behind_a_majority_is_never_established() -> None:
         core.step(net.ids[other].public, TermVote(term, Head(1, 1, b"\x02" * 32), 0))
     assert core.role is Role.CANDIDATE
     core.tick(CFG.election_timeout_ms + 1)
-    assert core.term == term + 1  # gave up: the next term's leader takes over
+    asked = [m for _, m in net.flush(cand) if isinstance(m, PreVote)]
+    assert core.term == term and [m.term for m in asked] == [term + 1, term + 1]
+    other = next(n for n in NAMES if n != cand)
+    core.step(net.ids[other].public, PreVoteGrant(term + 1))
+    assert core.term == term + 1  # gave up once a majority agreed: the next term's leader takes over
+
+
+def test_a_follower_that_lost_its_leader_alone_does_not_move_the_term() -> None:
+    """Pre-vote: a follower cut off on its own (or paused) asks before it enters a new term,
+    and nodes that still hear the leader refuse; so its return changes no term and no leader."""
+    net = Net()
+    now = net.elect()
+    leader = net.leader_name(net.cores["a"].term)
+    term = net.cores[leader].term
+    lone, other = (n for n in NAMES if n != leader)
+    net.flush(lone)
+    # The lone follower hears nothing for an election timeout; the others keep hearing the leader.
+    late = now + CFG.election_timeout_ms + 1
+    for t in range(now + 100, late, 100):
+        for name in (leader, other):
+            net.cores[name].tick(t)
+        net.flush(leader)
+        for dest, msg in net.outbox[leader]:
+            if net.name_of(dest) == other:
+                net.cores[other].step(net.ids[leader].public, msg)
+        net.outbox[leader].clear()
+        net.flush(other)
+    net.cores[lone].tick(late)
+    asks = [(net.name_of(d), m) for d, m in net.flush(lone)]
+    assert net.cores[lone].term == term
+    assert sorted(d for d, m in asks if isinstance(m, PreVote) and m.term == term + 1) == sorted((leader, other))
+    for dest, msg in asks:
+        net.cores[dest].step(net.ids[lone].public, msg)
+    answers = [(d, m) for name in (leader, other) for d, m in net.flush(name) if net.name_of(d) == lone]
+    assert not any(isinstance(m, PreVoteGrant) for _, m in answers)  # both still hear a leader
+    assert any(isinstance(m, Heartbeat) for _, m in answers)  # and the leader lets it hear it
+    assert {c.term for c in net.cores.values()} == {term}
+    for _, msg in answers:
+        net.cores[lone].step(net.ids[leader].public, msg)
+    assert net.cores[lone].leader == net.ids[leader].public and net.cores[lone].term == term
+
+
+def test_followers_that_all_lost_the_leader_grant_each_other_and_move_on() -> None:
+    net = Net()
+    now = net.elect()
+    leader = net.leader_name(net.cores["a"].term)
+    term = net.cores[leader].term
+    followers = [n for n in NAMES if n != leader]
+    for name in NAMES:
+        net.flush(name)
+    # The leader dies: the followers' timers run out about together.
+    first, second = followers
+    net.cores[second].tick(now + CFG.election_timeout_ms - CFG.heartbeat_ms + 1)
+    net.cores[first].tick(now + CFG.election_timeout_ms + 1)
+    for dest, msg in net.flush(first):
+        if net.name_of(dest) == second:
+            net.cores[second].step(net.ids[first].public, msg)
+    grants = [m for _, m in net.flush(second) if isinstance(m, PreVoteGrant)]
+    assert [g.term for g in grants] == [term + 1]
+    net.cores[first].step(net.ids[second].public, grants[0])
+    assert net.cores[first].term == term + 1
 
 
 def _cert(net: Net, signers: list[str], block_hash: bytes, term: int = 0, height: int = 1) -> Certificate:

@@ -159,6 +159,33 @@ def test_an_isolated_leader_returns_with_a_stale_term_and_follows() -> None:
     assert_safe(c)
 
 
+@pytest.mark.parametrize("fault", ["partition", "pause"])
+def test_a_follower_back_from_isolation_or_a_pause_moves_no_term_and_no_leader(fault: str) -> None:
+    """Pre-vote: while one follower is cut off (or its process stopped) for several election
+    timeouts, the others keep hearing the leader, so its return changes neither term nor
+    leader; it catches up and the cluster commits on throughout."""
+    c = cluster(5)
+    lead = leader(c)
+    term = c.nodes[lead].core.term  # type: ignore[union-attr]
+    lone = (lead + 1) % 5
+    if fault == "partition":
+        c.partition([{lone}, {i for i in range(5) if i != lone}])
+    else:
+        c.pause(lone)
+    ids = load(c, 10, at=lead)
+    c.run_until(c.now + 4 * CFG.election_timeout_ms)
+    assert all_committed(c, ids)
+    if fault == "partition":
+        c.heal()
+    else:
+        c.resume(lone)
+    more = load(c, 10, at=lone, first_client=2)
+    run_until(c, lambda: all_committed(c, more) and len(set(c.heights())) == 1, 4000, 50)
+    assert [n.core.term for n in c.nodes] == [term] * 5  # type: ignore[union-attr]
+    assert leader(c) == lead
+    assert_safe(c)
+
+
 def test_clock_jumps_forward_and_back_do_not_break_ordering() -> None:
     c = cluster(5)
     ids = load(c, 10)
