@@ -91,7 +91,10 @@ Protocol (see DESIGN.md, "Ordering")
 * A leader signs at most one block per (term, height): nodes that entered a term
   on different sides of a membership change may each see themselves as its
   leader; the one that syncs the other's committed blocks over heights it had
-  proposed at hands over (next term) rather than propose there again.
+  proposed at hands over (next term) rather than propose there again. A leader
+  (or candidate) that hears a heartbeat or proposal of its own term from
+  another validator moves to the next term: the two sides' followers each hear
+  a live leader and refuse pre-votes, so nothing else would break the tie.
 * Evidence: two verified, conflicting votes or proposals by one validator for
   the same (term, height) are kept in ``core.evidence`` and reported as
   ``EvidenceFound``.

@@ -606,6 +606,14 @@ class Core:
         cfg = self.cfg
         return self._mono - since < max(cfg.election_timeout_ms - cfg.heartbeat_ms, cfg.election_timeout_ms // 2)
 
+    def _check_rival(self, sender: bytes) -> None:
+        """Another validator leads our term while we do (or stand as its candidate): the two
+        entered it on different sides of a membership change. Their followers each hear a live
+        leader and refuse pre-votes, and neither side has a majority, so nothing would move;
+        the next term, computed from the committed chain both now share, has one leader."""
+        if self._term_leader == self.me and self.is_validator and sender in self.validators():
+            self._enter_term(self.term + 1)
+
     def _on_pre_vote(self, sender: bytes, m: PreVote) -> None:
         """Answer without changing anything here: no term, no timer."""
         if m.committed_height > self.committed_height:
@@ -656,7 +664,10 @@ class Core:
         self._broadcast(hb, self._members())
 
     def _on_heartbeat(self, sender: bytes, m: Heartbeat) -> None:
-        if not self._observe_term(sender, m.term) or sender != self._term_leader:
+        if not self._observe_term(sender, m.term):
+            return
+        if sender != self._term_leader:
+            self._check_rival(sender)
             return
         self._heard_leader()
         if m.cert is not None and m.cert.height > self.committed_height:
@@ -842,6 +853,7 @@ class Core:
         if not self._observe_term(sender, m.term) or not self.is_validator:
             return
         if sender != self._term_leader:
+            self._check_rival(sender)
             return
         self._heard_leader()
         block = m.block

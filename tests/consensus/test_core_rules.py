@@ -453,3 +453,21 @@ def test_a_proposal_to_every_member_stands_in_for_the_next_heartbeat() -> None:
         core.tick(now)
         net.deliver_all()
     assert any(isinstance(m, Heartbeat) for _, m in net.outbox[lead])
+
+
+def test_a_leader_that_hears_another_leader_of_its_term_moves_to_the_next() -> None:
+    """Two validators can each lead one term when they entered it on different sides of a
+    membership change; their followers each hear a live leader and refuse pre-votes, so the
+    leaders themselves must break the tie (seed 1546 of the simulator)."""
+    net = Net()
+    net.elect()
+    term = net.cores["a"].term
+    lead = net.leader_name(term)
+    rival, follower = (n for n in NAMES if n != lead)
+    core = net.cores[lead]
+    claim = Heartbeat(term, core.committed_height, core.head(), None)
+    net.cores[follower].step(net.ids[rival].public, claim)
+    assert net.cores[follower].term == term  # a follower just ignores a non-leader
+    core.step(net.ids[rival].public, claim)
+    assert core.term == term + 1
+    assert any(isinstance(m, TermVote) and m.term == term + 1 for _, m in net.flush(lead))

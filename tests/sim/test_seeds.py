@@ -33,3 +33,11 @@ def test_seeds_where_an_honest_leader_once_proposed_twice_at_one_height() -> Non
     Both ended with evidence of equivocation against an honest node."""
     results = {r.seed: r.violations for r in run_many(4, [238, 1132], jobs=2)}
     assert results == {238: [], 1132: []}
+
+
+def test_seed_where_two_leaders_of_one_term_each_held_their_followers_back() -> None:
+    """1546: after a membership change, two validators each led term 3 (they entered it on
+    different sides of the change), each with followers that heard a live leader and so refused
+    every pre-vote, and neither with a majority: no commit for 5 s after the faults healed. A
+    leader that hears another leader of its own term now moves on to the next term."""
+    assert run_many(4, [1546], jobs=1)[0].violations == []
