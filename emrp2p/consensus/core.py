@@ -27,12 +27,12 @@ from emrp2p.consensus.messages import (
     Head,
     Heartbeat,
     Message,
+    PreVote,
+    PreVoteGrant,
     Propose,
     Status,
     SyncRequest,
     SyncResponse,
-    PreVote,
-    PreVoteGrant,
     TermVote,
 )
 from emrp2p.consensus.pool import SubmitResult, SubmitStatus, TxPool, TxState, TxStatus
@@ -604,7 +604,9 @@ class Core:
             return True
         since = self._term_started if role is Role.CANDIDATE else self._last_heard
         cfg = self.cfg
-        return self._mono - since < max(cfg.election_timeout_ms - cfg.heartbeat_ms, cfg.election_timeout_ms // 2)
+        return self._mono - since < max(
+            cfg.election_timeout_ms - cfg.heartbeat_ms, cfg.election_timeout_ms // 2
+        )
 
     def _check_rival(self, sender: bytes) -> None:
         """Another validator leads our term while we do (or stand as its candidate): the two

@@ -16,9 +16,9 @@ from emrp2p.consensus import (
     Head,
     Heartbeat,
     Message,
-    ProposalEquivocation,
     PreVote,
     PreVoteGrant,
+    ProposalEquivocation,
     Propose,
     Role,
     SubmitStatus,
@@ -204,7 +204,9 @@ def test_a_follower_that_lost_its_leader_alone_does_not_move_the_term() -> None:
     net.cores[lone].tick(late)
     asks = [(net.name_of(d), m) for d, m in net.flush(lone)]
     assert net.cores[lone].term == term
-    assert sorted(d for d, m in asks if isinstance(m, PreVote) and m.term == term + 1) == sorted((leader, other))
+    assert sorted(d for d, m in asks if isinstance(m, PreVote) and m.term == term + 1) == sorted(
+        (leader, other)
+    )
     for dest, msg in asks:
         net.cores[dest].step(net.ids[lone].public, msg)
     answers = [(d, m) for name in (leader, other) for d, m in net.flush(name) if net.name_of(d) == lone]

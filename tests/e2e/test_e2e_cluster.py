@@ -161,6 +161,39 @@ def test_a_stopped_leader_rejoins_without_forking_or_double_voting(cluster: Loca
     assert leader.rpc("chain.verify", timeout=60)["ok"]
 
 
+def test_a_stopped_follower_resumes_as_a_follower_without_a_term_change(tmp_path: Path) -> None:
+    """Pre-vote: a follower frozen well past the election timeout wakes with its timer run out,
+    but the others still hear the leader and refuse, so term and leader stay as they were."""
+    # No scheduled hand-over during the test: any term change would be the stopped node's doing.
+    pinned = ["--set", "consensus.max_blocks_per_term=1000000", "--set", "consensus.max_term_ms=3600000"]
+    c = LocalCluster(tmp_path / "net", 4, extra_args=pinned)
+    try:
+        c.start()
+        factory = _factory(c)
+        _submit_committed(c.nodes[0], factory, 20)
+        leader = wait_until(c.leader, 20, "an established leader")
+        term = leader.rpc("node.status")["term"]
+        lone, other = [n for n in c.nodes if n is not leader][:2]
+        lone.signal(signal.SIGSTOP)
+        try:
+            stopped_at = time.monotonic()
+            results = _submit_committed(other, factory, 30)  # the other three go on committing
+            assert all(r["status"] == "committed" for r in results)
+            time.sleep(max(0.0, stopped_at + 3.0 - time.monotonic()))  # the fault: 3 election timeouts
+        finally:
+            lone.signal(signal.SIGCONT)
+        results = _submit_committed(lone, factory, 20)
+        assert all(r["status"] == "committed" for r in results)
+        _converge(c.nodes, CATCH_UP_BOUND_S)
+        statuses = c.statuses()
+        assert [s["term"] for s in statuses] == [term] * 4
+        assert c.leader() is leader
+        assert all(s["evidence"] == 0 for s in statuses)
+    finally:
+        c.stop()
+        c.kill_all()
+
+
 def test_a_node_down_for_over_a_thousand_blocks_catches_up(tmp_path: Path) -> None:
     # One transaction per block and no pause between blocks, so 1,000 blocks come quickly.
     overrides = ["--set", "consensus.max_txs_per_block=1", "--set", "consensus.min_block_interval_ms=0"]
