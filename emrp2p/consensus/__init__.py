@@ -14,6 +14,7 @@ Driver contract
         core.step(sender_pubkey, message)     # a Message from an authenticated peer
         core.tick(now_ms)                     # every ~heartbeat_ms / 3 or so
         core.submit(txs) -> [SubmitResult]    # local intake (RPC)
+        core.leader_traffic(sender, term)     # optional: a Propose arrived, stepped once checked
         if core.has_ready():
             rd = core.ready()
             store.write(rd.write)             # 1. persist FIRST (one atomic batch; may hold the vote)

@@ -401,6 +401,13 @@ class Core:
             handler(self, sender, msg)
         self._after()
 
+    def leader_traffic(self, sender: bytes, term: int) -> None:
+        """The driver received a message of ``term`` from ``sender`` that it will step later (it is
+        still checking the transactions in it). The leader's traffic shows it alive: a follower's
+        election timer restarts, as when the message is stepped. Nothing else changes."""
+        if term == self.term and sender == self._term_leader != self.me and self._leader_heard:
+            self._last_heard = self._mono
+
     def tick(self, now_ms: int) -> None:
         """Advance time. A clock that jumps back only stops timers until it catches up."""
         elapsed = now_ms - self.now_ms

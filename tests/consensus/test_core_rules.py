@@ -473,3 +473,23 @@ def test_a_leader_that_hears_another_leader_of_its_term_moves_to_the_next() -> N
     core.step(net.ids[rival].public, claim)
     assert core.term == term + 1
     assert any(isinstance(m, TermVote) and m.term == term + 1 for _, m in net.flush(lead))
+
+
+def test_a_proposal_still_being_checked_keeps_the_leader_alive() -> None:
+    """A follower whose driver is still checking a big proposal's signatures past the election
+    timeout must not ask for a new term: the proposal's arrival shows the leader alive."""
+    net = Net()
+    now = net.elect()
+    term = net.cores["a"].term
+    lead = net.leader_name(term)
+    follower = next(n for n in NAMES if n != lead)
+    core = net.cores[follower]
+    net.flush(follower)
+    core.tick(now + CFG.election_timeout_ms - 10)
+    core.leader_traffic(net.ids[lead].public, term)
+    core.leader_traffic(net.ids[follower].public, term)  # not the leader: no effect, no error
+    core.tick(now + CFG.election_timeout_ms + 10)
+    assert not any(isinstance(m, PreVote) for _, m in net.flush(follower))
+    core.tick(now + 2 * CFG.election_timeout_ms)  # then nothing more arrives: it asks
+    assert any(isinstance(m, PreVote) for _, m in net.flush(follower))
+    assert core.term == term
