@@ -632,7 +632,7 @@ class Core:
             self._send(sender, Status(self.term, self.committed_height, self.head()))
         elif self.role is Role.LEADER:
             # Alive: a heartbeat lets the asker hear us again (it may only have missed messages).
-            self._send(sender, Heartbeat(self.term, self.committed_height, self.head(), self._tip_cert))
+            self._send(sender, self._heartbeat())
         elif not self._leader_alive():
             self._send(sender, PreVoteGrant(m.term))
 
@@ -667,9 +667,12 @@ class Core:
         for e in self._accepted:  # carry forward what we accepted but never saw certified
             self._broadcast(Propose(self.term, e.block))
 
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.term, self.committed_height, self.head(), self._tip_cert)
+
     def _broadcast_heartbeat(self) -> None:
         self._last_heartbeat = self._mono
-        hb = Heartbeat(self.term, self.committed_height, self.head(), self._tip_cert)
+        hb = self._heartbeat()
         self._broadcast(hb, self._members())
 
     def _on_heartbeat(self, sender: bytes, m: Heartbeat) -> None:
@@ -704,7 +707,7 @@ class Core:
             self._request_sync(sender)
         if m.term < self.term:
             if self.role is Role.LEADER:
-                self._send(sender, Heartbeat(self.term, self.committed_height, self.head(), self._tip_cert))
+                self._send(sender, self._heartbeat())
             return
         if self.role is not Role.LEADER or m.head == self.head():
             return
