@@ -284,9 +284,8 @@ class Core:
         self._last_propose = -(10**12)
         self._last_heartbeat = -(10**12)
         self._last_termvote = 0
-        self._prevote_term = 0
-        """The term this node asks pre-votes for (0: none), and who granted them."""
         self._prevote_grants: set[bytes] = set()
+        """Who granted the pre-vote this node asks for the next term (empty: it asks none)."""
         self._last_prevote = -(10**12)
         self._last_status = -(10**12)
         self._last_forward = -(10**12)
@@ -547,7 +546,7 @@ class Core:
         self._last_heard = self._mono
         self._term_started = self._mono
         self._blocks_this_term = 0
-        self._prevote_term = 0
+        self._prevote_grants.clear()
         if self.is_validator and self._term_leader == self.me:
             self._grants.add(self.me)
             self._check_established()
@@ -574,7 +573,7 @@ class Core:
 
     def _heard_leader(self) -> None:
         self._last_heard = self._mono
-        self._prevote_term = 0
+        self._prevote_grants.clear()
         if not self._leader_heard:
             self._leader_heard = True
             self._out.events.append(LeaderChanged(self.term, self._term_leader))
@@ -583,20 +582,18 @@ class Core:
         """Our leader (or, as the candidate, our own election) timed out: ask the validators
         whether theirs did too, again every heartbeat, and enter the next term only once a
         majority granted it. The term of a node cut off on its own stays where it was."""
-        term = self.term + 1
-        if self._prevote_term != term:
-            self._prevote_term = term
-            self._prevote_grants = {self.me}
+        if not self._prevote_grants:
+            self._prevote_grants.add(self.me)
             self._last_prevote = -(10**12)
         if self._mono - self._last_prevote >= self.cfg.heartbeat_ms:
             self._last_prevote = self._mono
-            self._broadcast(PreVote(term, self.head(), self.committed_height))
+            self._broadcast(PreVote(self.term + 1, self.head(), self.committed_height))
         self._check_prevote()
 
     def _check_prevote(self) -> None:
         vals = self.validators()
         if len(self._prevote_grants.intersection(vals)) >= quorum(vals):
-            self._enter_term(self._prevote_term)
+            self._enter_term(self.term + 1)
 
     def _leader_alive(self) -> bool:
         """Whether this node heard its term's leader lately (as the candidate: started its term
@@ -637,7 +634,7 @@ class Core:
             self._send(sender, PreVoteGrant(m.term))
 
     def _on_pre_vote_grant(self, sender: bytes, m: PreVoteGrant) -> None:
-        if self._prevote_term and m.term == self._prevote_term == self.term + 1:
+        if self._prevote_grants and m.term == self.term + 1:
             self._prevote_grants.add(sender)
             self._check_prevote()
 
@@ -672,8 +669,7 @@ class Core:
 
     def _broadcast_heartbeat(self) -> None:
         self._last_heartbeat = self._mono
-        hb = self._heartbeat()
-        self._broadcast(hb, self._members())
+        self._broadcast(self._heartbeat(), self._members())
 
     def _on_heartbeat(self, sender: bytes, m: Heartbeat) -> None:
         if not self._observe_term(sender, m.term):
