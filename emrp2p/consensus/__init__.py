@@ -12,7 +12,7 @@ Driver contract
     core = Core(identity, ledger, store, Config(...), now_ms)   # store.init_genesis(...) done before
     loop:
         core.step(sender_pubkey, message)     # a Message from an authenticated peer
-        core.tick(now_ms)                     # every ~heartbeat_ms / 3 or so
+        core.tick(now_ms)                     # when TickSchedule says (below)
         core.submit(txs) -> [SubmitResult]    # local intake (RPC)
         core.leader_traffic(sender, term)     # optional: a Propose arrived, stepped once checked
         if core.has_ready():
@@ -24,7 +24,13 @@ Driver contract
             core.advance(rd)                  # 4. acknowledge
 
 ``ready()`` must be persisted and ``advance``d before the next ``step``/``tick``/
-``submit`` (a single-threaded driver does this naturally). The core reads the
+``submit`` (a single-threaded driver does this naturally). Ticks: every
+``tick_ms`` (20 in the daemon) while anything waits on the clock; a core with
+nothing pending says how long it may go unticked (``quiet_ms``: until its
+heartbeat, election or poll deadline), and a driver ticks first when an input
+arrives after such a quiet spell, so the core's clock is current when it records
+whom it heard (``TickSchedule`` does this bookkeeping for both drivers). An idle
+daemon then wakes for heartbeats, not 50 times a second. The core reads the
 store only for what is durable (committed chain and state, accepted blocks and
 the hard state at construction); it never writes to it. A restart is simply a
 new ``Core`` over the same store.
@@ -120,6 +126,7 @@ from emrp2p.consensus.core import (
     Ready,
     Role,
     TermChanged,
+    TickSchedule,
     TxExpired,
     TxRejected,
 )
@@ -148,6 +155,7 @@ __all__ = [
     "Config",
     "Core",
     "CoreNotInitialised",
+    "TickSchedule",
     "Ready",
     "Role",
     "Event",

@@ -227,6 +227,32 @@ _BLOCK_OVERHEAD = 1024
 """Generous bytes per block besides its transactions (header, certificate, framing)."""
 
 
+class TickSchedule:
+    """When a driver ticks its core: every ``tick_ms`` while anything waits on the clock, else
+    not before the core's next deadline (:meth:`Core.quiet_ms`).
+
+    Both drivers (the daemon's loop, the simulator) keep one per core, in ms of their own clock:
+    ``wake_at`` is when to wake with no input; ``due`` says whether to tick now, which a driver
+    also asks before stepping an input, so that after a quiet spell the core's clock is brought
+    up to date before it records when it heard from whom.
+    """
+
+    __slots__ = ("tick_ms", "last_ms")
+
+    def __init__(self, tick_ms: float, now_ms: float) -> None:
+        self.tick_ms = tick_ms
+        self.last_ms = now_ms
+
+    def due(self, now_ms: float) -> bool:
+        return now_ms - self.last_ms >= self.tick_ms
+
+    def ticked(self, now_ms: float) -> None:
+        self.last_ms = now_ms
+
+    def wake_at(self, core: Core) -> float:
+        return self.last_ms + max(self.tick_ms, core.quiet_ms())
+
+
 class Core:
     """Raft-like ordering with a fixed leader per term (``validators[term % n]``)."""
 
@@ -442,6 +468,40 @@ class Core:
             self._out.events.append(TxExpired(tx_id))
         self._maybe_forward()
         self._after()
+
+    def quiet_ms(self) -> int:
+        """For how long after the last tick another tick would change nothing (0: tick at the
+        driver's pace).
+
+        A core with nothing pending (no transaction in the pool, no block in flight, no sync or
+        pre-vote under way), as an established leader, a follower that hears its leader, or an
+        observer, only waits for its heartbeat, election or poll deadline; its driver need not
+        wake before then (on this kind of machine waking a sleeping process costs more than
+        the tick). Stepping a message can make the core busy or move those deadlines, so the
+        driver asks again after every batch, and brings the core's clock up to date with a
+        tick before it steps the first message after a quiet spell.
+        """
+        if (
+            len(self.pool)
+            or self._accepted
+            or self._orphans
+            or self._sync is not None
+            or self._prevote_grants
+        ):
+            return 0
+        cfg = self.cfg
+        role = self.role
+        if role is Role.LEADER:
+            if self._blocks_this_term >= cfg.max_blocks_per_term:
+                return 0
+            due = min(self._last_heartbeat + cfg.heartbeat_ms, self._term_started + cfg.max_term_ms)
+        elif role is Role.FOLLOWER and self._leader_heard:
+            due = self._last_heard + cfg.election_timeout_ms
+        elif role is Role.OBSERVER:
+            due = self._last_poll + cfg.election_timeout_ms
+        else:
+            return 0  # an election is under way
+        return max(0, due - self._mono)
 
     # ------------------------------------------------------------------ outputs
 

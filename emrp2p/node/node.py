@@ -43,6 +43,7 @@ from emrp2p.consensus import (
     SubmitResult,
     SubmitStatus,
     SyncResponse,
+    TickSchedule,
     TxExpired,
     TxRejected,
 )
@@ -317,12 +318,13 @@ class Node:
     # ------------------------------------------------------------------ the core loop
 
     async def _core_loop(self) -> None:
+        """Ticks every ``tick_ms`` while the core waits on the clock; an idle core sleeps until
+        its next deadline (``TickSchedule``) or the next input."""
         core = self.core
-        tick_s = self.settings.tick_ms / 1000
-        next_tick = trio.current_time()
+        schedule = TickSchedule(self.settings.tick_ms, trio.current_time() * 1000)
         while True:
             items: list[tuple[Any, ...]] = []
-            with trio.move_on_at(next_tick):
+            with trio.move_on_at(schedule.wake_at(core) / 1000):
                 items.append(await self._inbox.receive())
             while len(items) < self.settings.max_batch:
                 try:
@@ -333,6 +335,10 @@ class Node:
             # One read snapshot for the whole batch (nothing is written until _carry_out):
             # executing a block reads the state hundreds of times.
             with self.store.pinned():
+                now = trio.current_time() * 1000
+                if schedule.due(now):
+                    core.tick(self._now_ms())
+                    schedule.ticked(now)
                 for item in items:
                     kind = item[0]
                     if kind == "msg":
@@ -342,9 +348,6 @@ class Node:
                     elif kind == "submit":
                         item[2].append(core.submit(item[1]))
                         replies.append(item[3])
-                if trio.current_time() >= next_tick:
-                    core.tick(self._now_ms())
-                    next_tick = trio.current_time() + tick_s
             if core.has_ready():
                 await self._carry_out()
             for ev in replies:

@@ -35,6 +35,7 @@ from emrp2p.consensus import (
     Role,
     SubmitStatus,
     TermChanged,
+    TickSchedule,
     TxRejected,
 )
 from emrp2p.crypto import Identity
@@ -63,6 +64,10 @@ class SimNode:
     busy_until: float = 0.0
     backlog: list[tuple[str, Any]] = field(default_factory=list)
     """Inputs that arrived while paused, processed on resume."""
+    schedule: TickSchedule = field(default_factory=lambda: TickSchedule(TICK_MS, 0.0))
+    tick_at: float = 0.0
+    """When the pending tick event fires; a tick event of an older ``tick_gen`` is void."""
+    tick_gen: int = 0
 
     @property
     def up(self) -> bool:
@@ -189,18 +194,42 @@ class Cluster:
         node.core = Core(node.identity, self.ledger, node.store, self.cfg, self._local_now(node))
         node.busy_until = self.now
         node.backlog.clear()
+        first = self.now + self.rng.uniform(0, TICK_MS)
+        node.schedule = TickSchedule(TICK_MS, first - TICK_MS)
         self._drain(node)
-        self._push(self.now + self.rng.uniform(0, TICK_MS), "tick", (node.index, node.incarnation))
+        self._schedule_tick(node, first)
 
     def _local_now(self, node: SimNode) -> int:
         return max(0, int(self.now) + node.skew_ms)
 
-    def _tick(self, i: int, incarnation: int) -> None:
+    def _schedule_tick(self, node: SimNode, at: float) -> None:
+        node.tick_gen += 1
+        node.tick_at = at
+        self._push(at, "tick", (node.index, node.incarnation, node.tick_gen))
+
+    def _tick(self, i: int, incarnation: int, gen: int) -> None:
         node = self.nodes[i]
-        if node.core is None or node.incarnation != incarnation:
+        if node.core is None or node.incarnation != incarnation or node.tick_gen != gen:
             return
-        self._push(self.now + TICK_MS, "tick", (i, incarnation))
         self._input(node, "tick", None)
+        if node.core is not None:
+            # A tick held back (paused, or busy with its disk) leaves the core's deadlines due:
+            # try again at the regular pace.
+            self._schedule_tick(node, max(node.schedule.wake_at(node.core), self.now + TICK_MS))
+
+    def _catch_up(self, node: SimNode, *, force: bool = False) -> None:
+        """Tick if one is due (as the daemon does before stepping an input after a quiet spell)."""
+        assert node.core is not None
+        if force or node.schedule.due(self.now):
+            node.core.tick(self._local_now(node))
+            node.schedule.ticked(self.now)
+
+    def _tick_sooner(self, node: SimNode) -> None:
+        """An input may have made the core busy: move its next tick earlier if it now wants one."""
+        if node.core is not None:
+            want = max(node.schedule.wake_at(node.core), self.now)
+            if want < node.tick_at:
+                self._schedule_tick(node, want)
 
     def _deliver(self, dst: int, src: int, msg: Message) -> None:
         node = self.nodes[dst]
@@ -220,12 +249,13 @@ class Cluster:
             return
         core = node.core
         assert core is not None
-        if kind == "tick":
-            core.tick(self._local_now(node))
-        else:
+        self._catch_up(node, force=kind == "tick")
+        if kind == "msg":
             src, msg = payload
             core.step(self.nodes[src].identity.public, msg)
         self._drain(node)
+        if kind == "msg":
+            self._tick_sooner(node)
 
     def _drain(self, node: SimNode) -> None:
         core = node.core
@@ -337,8 +367,10 @@ class Cluster:
         node = self.nodes[i]
         if node.core is None or node.paused:
             return []
+        self._catch_up(node)
         results = node.core.submit(txs)
         self._drain(node)
+        self._tick_sooner(node)
         return [r.status for r in results]
 
     def client_load(self, rate_per_s: float, until_ms: float, *, max_outstanding: int = 64) -> None:

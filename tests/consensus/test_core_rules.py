@@ -493,3 +493,35 @@ def test_a_proposal_still_being_checked_keeps_the_leader_alive() -> None:
     core.tick(now + 2 * CFG.election_timeout_ms)  # then nothing more arrives: it asks
     assert any(isinstance(m, PreVote) for _, m in net.flush(follower))
     assert core.term == term
+
+
+def test_an_idle_core_names_its_next_deadline_and_a_busy_one_wants_every_tick() -> None:
+    """``quiet_ms``: how long a driver may sleep without ticking. An idle leader wakes for its
+    heartbeat, an idle follower for its election timeout; a tick before then sends nothing;
+    a core with anything pending wants the driver's regular ticks."""
+    net = Net()
+    now = net.elect()
+    net.deliver_all()
+    leader = net.leader_name(net.cores["a"].term)
+    follower = next(n for n in NAMES if n != leader)
+    lc, fc = net.cores[leader], net.cores[follower]
+    assert 0 < lc.quiet_ms() <= CFG.heartbeat_ms
+    assert CFG.heartbeat_ms < fc.quiet_ms() <= CFG.election_timeout_ms
+
+    due = now + lc.quiet_ms()
+    lc.tick(due - 1)
+    assert net.flush(leader) == []
+    lc.tick(due)
+    assert {type(m) for _, m in net.flush(leader)} == {Heartbeat}
+    assert lc.quiet_ms() == CFG.heartbeat_ms
+
+    due = now + fc.quiet_ms()
+    fc.tick(due - 1)
+    assert net.flush(follower) == []
+    fc.tick(due)
+    assert any(isinstance(m, PreVote) for _, m in net.flush(follower))
+    assert fc.quiet_ms() == 0  # asking for a pre-vote: every tick counts
+
+    client = Identity.from_test_name("client")
+    lc.submit([sign_tx(client, net.genesis.chain_id, 0, Noop(b"x"))])
+    assert lc.quiet_ms() == 0  # a transaction to propose
