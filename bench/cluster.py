@@ -5,7 +5,7 @@
                             [--ref-seconds 13] [--profile DIR] [--keep]
 
 1. ``emrp2p testnet`` + N daemons (``emrp2p.cluster.LocalCluster``) in a temporary folder;
-   wait for a leader, let them idle, print each daemon's resident memory (VmRSS).
+   wait for a leader, let them idle, print each daemon's resident memory (VmRSS) and CPU.
 2. Signed ``Noop`` transactions are made up front, in worker processes (one
    fresh set of client identities per chunk, so nonces never collide), while
    the daemons boot. Each node gets its own stream; a sender only ever talks
@@ -78,7 +78,7 @@ MAX_BATCH = 2000
 WAITERS_PER_NODE = 48
 CHUNK = 5000
 SENDERS_PER_CHUNK = 64
-IDLE_SECONDS = 3.0
+IDLE_SECONDS = 5.0
 
 
 # --------------------------------------------------------------------------- signing (worker processes)
@@ -611,9 +611,15 @@ def main() -> None:
             f"{a.nodes} daemons up, leader {leader.name} ({time.monotonic() - t_begin:.1f} s since start)",
             flush=True,
         )
+        idle0 = [cpu_ticks(nd.pid) for nd in cluster.nodes]
         time.sleep(IDLE_SECONDS)
+        idle_cpu = [
+            100 * (cpu_ticks(nd.pid) - t0) / HZ / IDLE_SECONDS
+            for nd, t0 in zip(cluster.nodes, idle0, strict=True)
+        ]
         rss = [rss_mb(nd.pid) for nd in cluster.nodes]
         print(f"idle_rss_mb={[round(x, 1) for x in rss]} max={max(rss):.1f} (target <= 150)", flush=True)
+        print(f"idle_cpu_pct={[round(x, 1) for x in idle_cpu]} (% of one core, no load)", flush=True)
 
         subs = [Submitter(str(nd.socket), streams[k]) for k, nd in enumerate(cluster.nodes)]
         samples_for_ref = streams[0][:20000]
