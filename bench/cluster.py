@@ -64,7 +64,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procstat import HZ, cpu_ticks, machine_busy, main_thread_ticks, pct, rss_mb  # noqa: E402
+from procstat import cpu_pct, cpu_ticks, machine_busy, main_thread_ticks, pct, rss_mb  # noqa: E402
 
 from emrp2p.cluster import LocalCluster, NodeProcess, wait_until  # noqa: E402
 from emrp2p.genesis import load_genesis  # noqa: E402
@@ -533,10 +533,10 @@ class Bench:
             "invalid": sum(r["invalid"] for r in results),
             "duplicate": sum(r["duplicate"] for r in results),
             "exhausted": any(r["exhausted"] for r in results),
-            "cpu": [100.0 * (b - a) / HZ / wall for a, b in zip(c0, c1, strict=True)],
-            "main_cpu": [100.0 * (b - a) / HZ / wall for a, b in zip(t0m, t1m, strict=True)],
-            "client_cpu": 100.0 * (k1 - k0) / HZ / wall,
-            "others_cpu": max(0.0, cpu_machine - 100.0 * ours / HZ / wall),
+            "cpu": [cpu_pct(b - a, wall) for a, b in zip(c0, c1, strict=True)],
+            "main_cpu": [cpu_pct(b - a, wall) for a, b in zip(t0m, t1m, strict=True)],
+            "client_cpu": cpu_pct(k1 - k0, wall),
+            "others_cpu": max(0.0, cpu_machine - cpu_pct(ours, wall)),
             "drain_s": time.monotonic() - t_drain,
             "left": sum(left),
         }
@@ -614,8 +614,7 @@ def main() -> None:
         idle0 = [cpu_ticks(nd.pid) for nd in cluster.nodes]
         time.sleep(IDLE_SECONDS)
         idle_cpu = [
-            100 * (cpu_ticks(nd.pid) - t0) / HZ / IDLE_SECONDS
-            for nd, t0 in zip(cluster.nodes, idle0, strict=True)
+            cpu_pct(cpu_ticks(nd.pid) - t0, IDLE_SECONDS) for nd, t0 in zip(cluster.nodes, idle0, strict=True)
         ]
         rss = [rss_mb(nd.pid) for nd in cluster.nodes]
         print(f"idle_rss_mb={[round(x, 1) for x in rss]} max={max(rss):.1f} (target <= 150)", flush=True)

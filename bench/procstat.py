@@ -21,6 +21,11 @@ def cpu_ticks(pid: int) -> int:
     return _stat_ticks(f"/proc/{pid}/stat")
 
 
+def cpu_pct(ticks: float, seconds: float) -> float:
+    """CPU ticks over ``seconds`` of wall time, in % of one core."""
+    return 100.0 * ticks / HZ / seconds
+
+
 def main_thread_ticks(pid: int) -> int:
     """CPU ticks of a process's main thread (the rest of ``cpu_ticks`` is its other threads)."""
     return _stat_ticks(f"/proc/{pid}/task/{pid}/stat")

@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from procstat import HZ, cpu_ticks, machine_busy, pct
+from procstat import cpu_pct, cpu_ticks, machine_busy, pct
 
 SAMPLE_EVERY = 20
 WINDOW = 2000
@@ -290,7 +290,7 @@ def run_reference(
             t_cpu1 = [cpu_ticks(c.proc.pid) for c in children]
             m1 = machine_busy()
             w1 = time.monotonic()
-            cpu = [100.0 * (b - a) / HZ / (w1 - w0) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
+            cpu = [cpu_pct(b - a, w1 - w0) for a, b in zip(t_cpu0, t_cpu1, strict=True)]
             machine = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * (os.cpu_count() or 1)
             others.append(max(0.0, machine - sum(cpu)))
             return [c.recv(seconds + 30) for c in children], cpu
