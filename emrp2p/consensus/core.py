@@ -232,9 +232,9 @@ class TickSchedule:
     not before the core's next deadline (:meth:`Core.quiet_ms`).
 
     Both drivers (the daemon's loop, the simulator) keep one per core, in ms of their own clock:
-    ``wake_at`` is when to wake with no input; ``due`` says whether to tick now, which a driver
-    also asks before stepping an input, so that after a quiet spell the core's clock is brought
-    up to date before it records when it heard from whom.
+    ``wake_at`` is when to wake with no input; ``catch_up`` ticks the core if a tick is due,
+    which a driver also calls before stepping an input, so that after a quiet spell the core's
+    clock is brought up to date before it records when it heard from whom.
     """
 
     __slots__ = ("tick_ms", "last_ms")
@@ -243,11 +243,11 @@ class TickSchedule:
         self.tick_ms = tick_ms
         self.last_ms = now_ms
 
-    def due(self, now_ms: float) -> bool:
-        return now_ms - self.last_ms >= self.tick_ms
-
-    def ticked(self, now_ms: float) -> None:
-        self.last_ms = now_ms
+    def catch_up(self, core: Core, now_ms: float, core_now_ms: int, *, force: bool = False) -> None:
+        """Tick ``core`` (its clock reading ``core_now_ms``) if a tick is due, or if ``force``."""
+        if force or now_ms - self.last_ms >= self.tick_ms:
+            core.tick(core_now_ms)
+            self.last_ms = now_ms
 
     def wake_at(self, core: Core) -> float:
         return self.last_ms + max(self.tick_ms, core.quiet_ms())

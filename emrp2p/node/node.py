@@ -335,10 +335,7 @@ class Node:
             # One read snapshot for the whole batch (nothing is written until _carry_out):
             # executing a block reads the state hundreds of times.
             with self.store.pinned():
-                now = trio.current_time() * 1000
-                if schedule.due(now):
-                    core.tick(self._now_ms())
-                    schedule.ticked(now)
+                schedule.catch_up(core, trio.current_time() * 1000, self._now_ms())
                 for item in items:
                     kind = item[0]
                     if kind == "msg":

@@ -217,13 +217,6 @@ class Cluster:
             # try again at the regular pace.
             self._schedule_tick(node, max(node.schedule.wake_at(node.core), self.now + TICK_MS))
 
-    def _catch_up(self, node: SimNode, *, force: bool = False) -> None:
-        """Tick if one is due (as the daemon does before stepping an input after a quiet spell)."""
-        assert node.core is not None
-        if force or node.schedule.due(self.now):
-            node.core.tick(self._local_now(node))
-            node.schedule.ticked(self.now)
-
     def _tick_sooner(self, node: SimNode) -> None:
         """An input may have made the core busy: move its next tick earlier if it now wants one."""
         if node.core is not None:
@@ -249,7 +242,7 @@ class Cluster:
             return
         core = node.core
         assert core is not None
-        self._catch_up(node, force=kind == "tick")
+        node.schedule.catch_up(core, self.now, self._local_now(node), force=kind == "tick")
         if kind == "msg":
             src, msg = payload
             core.step(self.nodes[src].identity.public, msg)
@@ -367,7 +360,7 @@ class Cluster:
         node = self.nodes[i]
         if node.core is None or node.paused:
             return []
-        self._catch_up(node)
+        node.schedule.catch_up(node.core, self.now, self._local_now(node))
         results = node.core.submit(txs)
         self._drain(node)
         self._tick_sooner(node)
