@@ -36,8 +36,10 @@ cluster's behaviour changes): the main thread's CPU per trio task (a trio
 Instrument and ``time.thread_time``) and in the scheduler between task steps,
 garbage collection pauses, the CPU of signature checks and store writes in
 whatever thread runs them, the consensus messages each core emitted (and the
-transactions they carried), and hop delays (a core emits a Propose / BlockVote
--> the receiving core steps it). For the peak step it prints these summed over
+transactions they carried), hop delays (a core emits a Propose / BlockVote
+-> the receiving core steps it) and the life of one transaction in 32 (submitted
+-> forwarded -> stepped by the leader -> proposed -> committed where it was
+submitted: where the commit latency goes). For the peak step it prints these summed over
 the nodes (the leader role rotates, so every node leads part of the time).
 Every process started here is stopped (SIGTERM, then SIGKILL) on the way out.
 """
@@ -260,7 +262,7 @@ from emrp2p.store.lmdb_store import LmdbStore
 
 out = sys.argv.pop(1)
 n = [0]
-lock = threading.Lock()
+lock = threading.RLock()  # re-entered by the SIGUSR handlers, which run on the main thread
 acc = {}
 on_flag = [False]
 
@@ -332,11 +334,43 @@ def _hop_key(msg, dest):
         return f"propose {dest.hex()[:8]} {b.height} {b.block_hash.hex()[:8]}"
     return None
 
+# The life of one transaction in 32 (by its id): first time each stage is seen on any node.
+from emrp2p.consensus.messages import ForwardTxs
+from emrp2p.node.node import Node
+lives = {}
+
+def stage(txs, name, now):
+    if on_flag[0]:
+        for tx in txs:
+            if tx.tx_id[0] < 8:
+                lives.setdefault(tx.tx_id.hex(), {}).setdefault(name, now)
+
+_submit = Node.submit
+async def submit(self, txs):
+    with lock:
+        stage(txs, "0 submitted", time.time())
+    return await _submit(self, txs)
+
+_apply = Node._apply
+async def apply(self, blocks):
+    now = time.time()
+    with lock:
+        for b in blocks:
+            stage([tx for tx in b.txs if self._submit_times.get(tx.tx_id) is not None], "4 committed where submitted", now)
+    return await _apply(self, blocks)
+
+Node.submit = submit
+Node._apply = apply
+
 def ready(self):
     rd = _ready(self)
     now = time.time()
     with lock:
         for dest, msg in rd.messages:
+            if type(msg) is ForwardTxs:
+                stage(msg.txs, "1 forwarded", now)
+            elif type(msg) is Propose:
+                stage(msg.block.txs, "3 proposed", now)
             txs = getattr(msg, "txs", None)
             if txs is None:
                 block = getattr(msg, "block", None)
@@ -350,6 +384,9 @@ def ready(self):
     return rd
 
 def step(self, sender, msg):
+    if type(msg) is ForwardTxs:
+        with lock:
+            stage(msg.txs, "2 stepped by the leader", time.time())
     key = _hop_key(msg, self.me)
     if key is not None:
         with lock:
@@ -364,6 +401,7 @@ def on(*_):
         acc.clear()
         hops["sent"].clear()
         hops["recv"].clear()
+        lives.clear()
     on_flag[0] = True
     TaskClock.last = None
 
@@ -371,7 +409,7 @@ def off(*_):
     on_flag[0] = False
     with lock:
         with open(f"{out}.{n[0]}.json", "w") as f:
-            json.dump(dict(acc, hops=hops), f)
+            json.dump(dict(acc, hops=hops, lives=lives), f)
     n[0] += 1
 
 signal.signal(signal.SIGUSR1, on)
@@ -410,11 +448,16 @@ def print_profile(files: list[Path], seconds: float) -> None:
     acc: dict[str, list[float]] = {}
     sent: dict[str, float] = {}
     recv: dict[str, float] = {}
+    lives: dict[str, dict[str, float]] = {}
     for side in present:
         data = json.loads(side.read_text())
         hops = data.pop("hops", {"sent": {}, "recv": {}})
         sent.update(hops["sent"])
         recv.update(hops["recv"])
+        for tx_id, stages in data.pop("lives", {}).items():
+            life = lives.setdefault(tx_id, {})
+            for name, t in stages.items():
+                life[name] = min(t, life.get(name, t))
         for name, (count, total) in data.items():
             a = acc.setdefault(name, [0, 0.0])
             a[0] += count
@@ -441,6 +484,35 @@ def print_profile(files: list[Path], seconds: float) -> None:
                 f"{kind + ' hop (core emits -> receiver core steps it)':>60}: n={len(d)}"
                 f"  p50 {pct(d, 0.5):.0f} ms  p99 {pct(d, 0.99):.0f} ms  max {max(d):.0f} ms"
             )
+    print_lives(lives)
+
+
+def print_lives(lives: dict[str, dict[str, float]]) -> None:
+    """Where a committed transaction's latency goes, stage by stage (p50 / p90 in ms), for those
+    submitted to a follower (forwarded to the leader) and those submitted to the leader."""
+    names = [
+        "0 submitted",
+        "1 forwarded",
+        "2 stepped by the leader",
+        "3 proposed",
+        "4 committed where submitted",
+    ]
+    for label, path in (("forwarded", names), ("leader's own", [names[0], names[3], names[4]])):
+        done = [life for life in lives.values() if all(n in life for n in path)]
+        if label != "forwarded":
+            done = [life for life in done if names[1] not in life]
+        if not done:
+            continue
+        parts = []
+        for a, b in zip(path, path[1:], strict=False):
+            d = [1000 * (life[b] - life[a]) for life in done]
+            parts.append(f"{b[2:]} +{pct(d, 0.5):.0f}/{pct(d, 0.9):.0f}")
+        total = [1000 * (life[path[-1]] - life[path[0]]) for life in done]
+        print(
+            f"{'life of a transaction, ' + label + ' (p50/p90 ms)':>60}: n={len(done)}  "
+            + ", ".join(parts)
+            + f"; total {pct(total, 0.5):.0f}/{pct(total, 0.9):.0f}"
+        )
 
 
 # --------------------------------------------------------------------------- the benchmark

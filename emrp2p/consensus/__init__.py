@@ -15,6 +15,7 @@ Driver contract
         core.tick(now_ms)                     # when TickSchedule says (below)
         core.submit(txs) -> [SubmitResult]    # local intake (RPC)
         core.leader_traffic(sender, term)     # optional: a Propose arrived, stepped once checked
+        core.step(sender, CommitNotice(term, cert))   # optional: that Propose's parent_cert, first
         if core.has_ready():
             rd = core.ready()
             store.write(rd.write)             # 1. persist FIRST (one atomic batch; may hold the vote)
@@ -59,7 +60,10 @@ Protocol (see DESIGN.md, "Ordering")
   accepted blocks are truncated.
 * A majority of votes forms a ``Certificate``: that block and its ancestors are
   committed; the leader sends ``CommitNotice(term, cert)`` to every member and the
-  next block carries it as ``parent_cert``. One block of the current term is in
+  next block carries it as ``parent_cert`` (a proposal made in the same step
+  replaces the notice to the validators it goes to: a driver that checks a
+  proposal's transactions before stepping it steps that certificate as a notice
+  on arrival, so the parent commits without waiting for the check). One block of the current term is in
   flight at a time; at most one block per ``min_block_interval_ms``, at most
   ``max_txs_per_block`` transactions.
 * ``Heartbeat`` every ``heartbeat_ms`` (counted from the last proposal when that

@@ -232,6 +232,11 @@ class Node:
                     # Checking a big block's signatures can take longer than the election
                     # timeout on a loaded machine; its arrival already shows the leader alive.
                     await self._inbox_send.send(("alive", sender, msg.term))
+                    cert = msg.block.header.parent_cert
+                    if cert is not None:
+                        # The certificate it carries commits its parent (the leader sends no
+                        # separate notice then): commit now, not after checking this block.
+                        await self._inbox_send.send(("msg", sender, CommitNotice(msg.term, cert)))
                 await self._preverify(txs)
             await self._inbox_send.send(("msg", sender, msg))
 

@@ -144,3 +144,65 @@ async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_
             w = await leader.wait_committed(own.tx_id, 30)
             assert w.state == "committed"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_its_certificate(
+    tmp_path: Path,
+) -> None:
+    """The leader sends no commit notice when its next proposal carries the parent's certificate;
+    the follower must commit then, not only after it has checked the new block's signatures."""
+    import dataclasses
+
+    from emrp2p.consensus.core import Role
+    from emrp2p.node.node import INLINE_VERIFY_MAX
+
+    # Heartbeats (which also carry the certificate) are too rare to stand in for the proposal.
+    cfg = Config(election_timeout_ms=6000, heartbeat_ms=3000, min_block_interval_ms=20)
+    settings = [dataclasses.replace(s, consensus=cfg) for s in _settings(tmp_path, 4)]
+    client = Identity.from_test_name("client")
+    chain_id = settings[0].genesis.chain_id
+    a = sign_tx(client, chain_id, 0, Noop(b"a"))
+    b = sign_tx(client, chain_id, 1, Noop(b"b"))
+    gates = {a.tx_id: trio.Event(), b.tx_id: trio.Event()}
+
+    def hold(node: Node, tx_id: bytes) -> None:
+        """``node`` checks no proposal carrying ``tx_id`` until that transaction's gate opens."""
+        checks = node._preverify
+
+        async def held(txs: list, inline_max: int = INLINE_VERIFY_MAX) -> None:  # type: ignore[type-arg]
+            if any(tx.tx_id == tx_id for tx in txs):
+                await gates[tx_id].wait()
+            await checks(txs, inline_max)
+
+        node._preverify = held  # type: ignore[method-assign]
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = [await nursery.start(Node(s).run) for s in settings]
+            while not any(n.core.role is Role.LEADER for n in nodes):
+                await trio.sleep(0.05)
+            leader = next(n for n in nodes if n.core.role is Role.LEADER)
+            f1, f2, f3 = (n for n in nodes if n is not leader)
+            hold(f2, a.tx_id)  # no quorum for a's block until b waits in the leader's pool
+            hold(f3, a.tx_id)
+            hold(f1, b.tx_id)  # f1 cannot check the proposal that certifies a's block
+
+            async def lost(payload: bytes) -> None:
+                """Gossiped commit notices (lossy, at most one a second) are lost."""
+
+            leader.net.publish = lost  # type: ignore[method-assign]
+            await leader.submit([a])
+            while not any(a in blk.txs for blk in f1.core.accepted_blocks()):
+                await trio.sleep(0.01)
+            height = f1.core.committed_height + 1
+            await leader.submit([b])
+            gates[a.tx_id].set()
+            with trio.fail_after(2):  # well before the next heartbeat (3 s)
+                while f1.core.committed_height < height:
+                    await trio.sleep(0.01)
+            assert not any(b in blk.txs for blk in f1.core.accepted_blocks())
+            gates[b.tx_id].set()
+            assert (await leader.wait_committed(b.tx_id, 10)).state == "committed"
+            while f1.core.committed_height <= height:  # and f1 goes on with b's block
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
