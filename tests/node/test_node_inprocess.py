@@ -8,6 +8,7 @@ import trio
 
 from emrp2p.cli.testnet import free_ports
 from emrp2p.consensus import Config, SubmitStatus
+from emrp2p.consensus.core import Role as CoreRole
 from emrp2p.crypto import Identity
 from emrp2p.ledger.types import Genesis, Member, Noop, Role, sign_tx
 from emrp2p.net import Network
@@ -66,6 +67,14 @@ async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path
             nursery.cancel_scope.cancel()
 
 
+async def _start_until_led(nursery: trio.Nursery, settings: list[NodeSettings]) -> tuple[list[Node], Node]:
+    """Start a node per settings; return them and the leader, once one is established."""
+    nodes = [await nursery.start(Node(s).run) for s in settings]
+    while not any(n.core.role is CoreRole.LEADER for n in nodes):
+        await trio.sleep(0.05)
+    return nodes, next(n for n in nodes if n.core.role is CoreRole.LEADER)
+
+
 async def _scrape(port: int) -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
@@ -119,17 +128,12 @@ async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_
 ) -> None:
     import dataclasses
 
-    from emrp2p.consensus.core import Role
-
     settings = [dataclasses.replace(s, forward_queue_bytes=64) for s in _settings(tmp_path, 4)]
     client = Identity.from_test_name("client")
     chain_id = settings[0].genesis.chain_id
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nodes = [await nursery.start(Node(s).run) for s in settings]
-            while not any(n.core.role is Role.LEADER for n in nodes):
-                await trio.sleep(0.05)
-            leader = next(n for n in nodes if n.core.role is Role.LEADER)
+            nodes, leader = await _start_until_led(nursery, settings)
             follower = next(n for n in nodes if n is not leader)
             tx = sign_tx(client, chain_id, 0, Noop(b"over budget"))
             (result,) = await follower.submit([tx])
@@ -153,7 +157,6 @@ async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_it
     the follower must commit then, not only after it has checked the new block's signatures."""
     import dataclasses
 
-    from emrp2p.consensus.core import Role
     from emrp2p.node.node import INLINE_VERIFY_MAX
 
     # Heartbeats (which also carry the certificate) are too rare to stand in for the proposal.
@@ -178,10 +181,7 @@ async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_it
 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nodes = [await nursery.start(Node(s).run) for s in settings]
-            while not any(n.core.role is Role.LEADER for n in nodes):
-                await trio.sleep(0.05)
-            leader = next(n for n in nodes if n.core.role is Role.LEADER)
+            nodes, leader = await _start_until_led(nursery, settings)
             f1, f2, f3 = (n for n in nodes if n is not leader)
             hold(f2, a.tx_id)  # no quorum for a's block until b waits in the leader's pool
             hold(f3, a.tx_id)
