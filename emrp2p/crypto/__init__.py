@@ -96,6 +96,8 @@ lookup is atomic under the GIL) and do not reorder; only additions and evictions
 """
 _verified_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_THREADS = min(4, os.cpu_count() or 1)
+"""Threads a large batch is split over (``os.cpu_count`` reads a file in /sys on every call)."""
 _pool_lock = threading.Lock()
 
 
@@ -142,7 +144,7 @@ def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | None = None) -> list[bool]:
     """Verify a batch of (public key, message, signature); order of results matches."""
     global _pool
-    n = threads if threads is not None else min(4, os.cpu_count() or 1)
+    n = threads if threads is not None else _THREADS
     if len(items) < 64 or n <= 1:
         return _verify_chunk(items)
     with _pool_lock:
