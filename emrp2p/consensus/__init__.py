@@ -63,9 +63,9 @@ Protocol (see DESIGN.md, "Ordering")
   next block carries it as ``parent_cert`` (a proposal made in the same step
   replaces the notice to the validators it goes to: a driver that checks a
   proposal's transactions before stepping it steps that certificate as a notice
-  on arrival, so the parent commits without waiting for the check). One block of the current term is in
-  flight at a time; at most one block per ``min_block_interval_ms``, at most
-  ``max_txs_per_block`` transactions.
+  on arrival, so the parent commits without waiting for the check). One block of
+  the current term is in flight at a time; at most one block per
+  ``min_block_interval_ms``, at most ``max_txs_per_block`` transactions.
 * ``Heartbeat`` every ``heartbeat_ms`` (counted from the last proposal when that
   reached every member) carries the leader's head and latest certificate; a
   follower whose head differs answers ``Status`` and the leader re-sends what it
