@@ -77,7 +77,11 @@ Protocol (see DESIGN.md, "Ordering")
   grants, and answers with a heartbeat), and a pre-vote changes nothing at the
   receiver. So a node cut off alone, or paused, keeps its term and comes back
   as a follower instead of dragging a healthy majority into a new term and
-  leader (Raft's pre-vote). The leader hands over after ``max_blocks_per_term``
+  leader (Raft's pre-vote). A leader that receives ``PreVote(t+1)`` from so
+  many validators that the others cannot form a quorum moves to ``t+1`` itself
+  (they do not hear it lead: a one-way link, or they back another leader of the
+  term, see Membership); one that votes for its block again is not counted.
+  The leader hands over after ``max_blocks_per_term``
   blocks or ``max_term_ms``, once its last block is committed (and at once if
   voted out). Messages of a higher term move a validator to it, except from
   nodes outside the validator set (a voted-out node is answered with
@@ -87,7 +91,12 @@ Protocol (see DESIGN.md, "Ordering")
   own height. Safety across a change relies on old and new majorities
   intersecting, i.e. one change in force at a time: the ledger's governance
   schedules one change per proposal at a future ``effective_height`` and refuses
-  to schedule another until it took effect (``change_pending``).
+  to schedule another until it took effect (``change_pending``). Validators
+  that entered a term on different sides of a change can back different
+  leaders of it: a leader that hears another leader of its term moves to the
+  next (whose leader, from the committed chain both now share, is one), and a
+  follower whose own leader stays silent forwards its apps' transactions to the
+  one it hears leading, so they are not held back until the term ends.
 * Catch-up: a node that learns of a committed height above its own (heartbeat,
   status, term vote, certificate for a block it lacks) sends
   ``SyncRequest(from_height, max_blocks)``; any node answers ``SyncResponse``

@@ -304,6 +304,8 @@ class Core:
         self._grants: set[bytes] = set()
         self._established = False
         self._leader_heard = False
+        self._rival: bytes | None = None
+        self._deserters: set[bytes] = set()
         self._last_heard = 0
         self._term_started = 0
         self._blocks_this_term = 0
@@ -602,6 +604,8 @@ class Core:
         self._grants = set()
         self._established = False
         self._leader_heard = False
+        self._rival = None
+        self._deserters = set()
         self._votes = {}
         self._last_heard = self._mono
         self._term_started = self._mono
@@ -676,9 +680,18 @@ class Core:
         """Another validator leads our term while we do (or stand as its candidate): the two
         entered it on different sides of a membership change. Their followers each hear a live
         leader and refuse pre-votes, and neither side has a majority, so nothing would move;
-        the next term, computed from the committed chain both now share, has one leader."""
-        if self._term_leader == self.me and self.is_validator and sender in self.validators():
+        the next term, computed from the committed chain both now share, has one leader.
+
+        A follower of a leader that never speaks (one that does not lead, in its own view) keeps
+        to it for the term, but forwards what its apps submit to the validator it hears leading:
+        otherwise the transactions it holds would wait for the term to end, and with them every
+        later transaction of the same senders, which the leader can only park."""
+        if not self.is_validator or sender not in self.validators():
+            return
+        if self._term_leader == self.me:
             self._enter_term(self.term + 1)
+        else:
+            self._rival = sender
 
     def _on_pre_vote(self, sender: bytes, m: PreVote) -> None:
         """Answer without changing anything here: no term, no timer."""
@@ -690,8 +703,22 @@ class Core:
         elif self.role is Role.LEADER:
             # Alive: a heartbeat lets the asker hear us again (it may only have missed messages).
             self._send(sender, self._heartbeat())
+            self._count_deserter(sender, m.term)
         elif not self._leader_alive():
             self._send(sender, PreVoteGrant(m.term))
+
+    def _count_deserter(self, sender: bytes, term: int) -> None:
+        """A validator asking to move past our term does not hear us lead it (a one-way link, or
+        it follows another leader of the term: the two sides of a membership change). Once too
+        many of them do for the rest to form a quorum, no block of ours can commit, and they
+        cannot move on while we and our followers refuse their pre-votes: we move on instead.
+        One that votes for a block of ours again is no longer counted."""
+        if term != self.term + 1:
+            return
+        self._deserters.add(sender)
+        vals = self.validators()
+        if len(set(vals) - self._deserters) < quorum(vals):
+            self._enter_term(self.term + 1)
 
     def _on_pre_vote_grant(self, sender: bytes, m: PreVoteGrant) -> None:
         if self._prevote_grants and m.term == self.term + 1:
@@ -903,6 +930,7 @@ class Core:
         if entry.block.block_hash != v.block_hash or entry.block.term != self.term:
             return
         if v.voter in entry.validators:
+            self._deserters.discard(v.voter)  # it hears us again
             self._count_vote(entry, v)
 
     def _count_vote(self, entry: _Entry, vote: Vote) -> None:
@@ -1251,9 +1279,11 @@ class Core:
     def _forward_pending(self) -> bool:
         """Send the leader what is due; whether anything was sent."""
         leader = self._term_leader
-        if leader == self.me or len(self.pool) == 0:
-            return False
         if not (self._leader_heard or self._established):
+            if self._rival is None:
+                return False
+            leader = self._rival  # ours is silent: the one leading in the others' view
+        if leader == self.me or len(self.pool) == 0:
             return False
         txs = self.pool.due_for_forward(self._mono, self.cfg.forward_retry_ms)
         for i in range(0, len(txs), 1000):

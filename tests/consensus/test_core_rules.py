@@ -475,6 +475,49 @@ def test_a_leader_that_hears_another_leader_of_its_term_moves_to_the_next() -> N
     assert any(isinstance(m, TermVote) and m.term == term + 1 for _, m in net.flush(lead))
 
 
+def test_a_follower_whose_leader_is_silent_forwards_to_the_one_leading_its_term() -> None:
+    """A follower that entered a term on the other side of a membership change backs a leader
+    that never speaks; what its apps submit goes to the validator it hears leading the term, or
+    it would wait for the term to end, and every later transaction of the same senders with it
+    (the leader parks them: seed 2026 of the simulator)."""
+    net = Net()
+    net.elect()
+    term = net.cores["a"].term + 1
+    absent = net.leader_name(term)  # the leader of the next term, in everyone's view
+    follower, rival = (n for n in NAMES if n != absent)
+    core = net.cores[follower]
+    net.flush(follower)
+    head = net.cores[rival].head()
+    core.step(net.ids[rival].public, Heartbeat(term, head.height, head, None))
+    assert core.term == term and core.leader is None  # it keeps to its own (silent) leader
+    tx = sign_tx(Identity.from_test_name("client"), net.genesis.chain_id, 0, Noop(b"held"))
+    core.submit([tx])
+    forwards = [(dest, m) for dest, m in net.flush(follower) if isinstance(m, ForwardTxs)]
+    assert forwards == [(net.ids[rival].public, ForwardTxs((tx,)))]
+
+
+def test_a_leader_moves_on_when_too_many_validators_ask_to_leave_its_term() -> None:
+    """Validators that pre-vote past the term of a live leader do not hear it lead (a one-way
+    link, or they back another leader of the term: seed 418 of the simulator). Once the rest
+    cannot form a quorum, no block of the leader's can commit and, with it and its followers
+    refusing their pre-votes, nobody would move: the leader moves on."""
+    net = Net()
+    net.elect()
+    term = net.cores["a"].term
+    lead = net.leader_name(term)
+    core = net.cores[lead]
+    first, second = (n for n in NAMES if n != lead)
+    head = net.cores[first].head()
+    ask = PreVote(term + 1, head, head.height)
+    core.step(net.ids[first].public, ask)
+    assert core.term == term and core.role is Role.LEADER  # the other follower still makes a quorum
+    core.step(net.ids[first].public, ask)
+    assert core.term == term  # counted once
+    core.step(net.ids[second].public, ask)
+    assert core.term == term + 1
+    assert any(isinstance(m, TermVote) and m.term == term + 1 for _, m in net.flush(lead))
+
+
 def test_a_proposal_still_being_checked_keeps_the_leader_alive() -> None:
     """A follower whose driver is still checking a big proposal's signatures past the election
     timeout must not ask for a new term: the proposal's arrival shows the leader alive."""

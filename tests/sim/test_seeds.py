@@ -41,3 +41,13 @@ def test_seed_where_two_leaders_of_one_term_each_held_their_followers_back() -> 
     every pre-vote, and neither with a majority: no commit for 5 s after the faults healed. A
     leader that hears another leader of its own term now moves on to the next term."""
     assert [r.violations for r in run_many(4, [1546])] == [[]]
+
+
+def test_seeds_where_a_split_view_of_a_terms_leader_stalled_commits_after_healing() -> None:
+    """Both after a membership change, with validators that entered a term on different sides of
+    it. 2026: the one backing a leader that never spoke held its apps' transactions, and the
+    leader the others followed parked every later transaction of the same senders (5 s without a
+    commit). 418: two validators backed a silent leader and pre-voted, the leader and its one
+    follower refused, and the leader's blocks never reached a quorum (7.8 s)."""
+    results = {r.seed: r.violations for r in run_many(4, [418, 2026], jobs=2)}
+    assert results == {418: [], 2026: []}
