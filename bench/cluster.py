@@ -367,14 +367,14 @@ def ready(self):
     now = time.time()
     with lock:
         for dest, msg in rd.messages:
-            if type(msg) is ForwardTxs:
-                stage(msg.txs, "1 forwarded", now)
-            elif type(msg) is Propose:
-                stage(msg.block.txs, "3 proposed", now)
             txs = getattr(msg, "txs", None)
             if txs is None:
                 block = getattr(msg, "block", None)
                 txs = block.txs if block is not None else ()
+            if type(msg) is ForwardTxs:
+                stage(txs, "1 forwarded", now)
+            elif type(msg) is Propose:
+                stage(txs, "3 proposed", now)
             c = acc.setdefault(f"sent {type(msg).__name__} (total = txs carried)", [0, 0.0])
             c[0] += 1
             c[1] += len(txs)

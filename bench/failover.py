@@ -78,25 +78,23 @@ class Load:
             sub.close()
 
 
-def committed(nodes: list[NodeProcess]) -> int:
-    heights = []
+def answering(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
+    """``node.status`` of each node that answers (one down or too busy is left out)."""
+    out = []
     for n in nodes:
         try:
-            heights.append(int(n.rpc("node.status", timeout=2.0)["height"]))
+            out.append(n.rpc("node.status", timeout=2.0))
         except Exception:
             continue
-    return max(heights, default=-1)
+    return out
 
 
-def new_leader(nodes: list[NodeProcess], term: int) -> bool:
-    for n in nodes:
-        try:
-            st = n.rpc("node.status", timeout=2.0)
-        except Exception:
-            continue
-        if st["role"] == "leader" and int(st["term"]) > term:
-            return True
-    return False
+def committed(statuses: list[dict[str, Any]]) -> int:
+    return max((int(st["height"]) for st in statuses), default=-1)
+
+
+def new_leader(statuses: list[dict[str, Any]], term: int) -> bool:
+    return any(st["role"] == "leader" and int(st["term"]) > term for st in statuses)
 
 
 def one_kill(cluster: LocalCluster, load: Load) -> dict[str, Any]:
@@ -105,18 +103,19 @@ def one_kill(cluster: LocalCluster, load: Load) -> dict[str, Any]:
     load.target = survivors[0]
     term = int(leader.rpc("node.status")["term"])
     # Let the load reach the chain before the kill, so the gap is measured under load.
-    h = committed(survivors)
-    wait_until(lambda: committed(survivors) >= h + 3, ROUND_LIMIT_S, "blocks under load")
-    before = committed(survivors)
+    h = committed(answering(survivors))
+    wait_until(lambda: committed(answering(survivors)) >= h + 3, ROUND_LIMIT_S, "blocks under load")
+    before = committed(answering(survivors))
     leader.signal(signal.SIGKILL)
     killed = time.monotonic()
     gap = elected = None
     while time.monotonic() - killed < ROUND_LIMIT_S and (gap is None or elected is None):
-        now = time.monotonic()
-        if elected is None and new_leader(survivors, term):
-            elected = now - killed
-        if gap is None and committed(survivors) > before:
-            gap = time.monotonic() - killed
+        statuses = answering(survivors)  # one pass per poll serves both questions
+        now = time.monotonic() - killed
+        if elected is None and new_leader(statuses, term):
+            elected = now
+        if gap is None and committed(statuses) > before:
+            gap = now
         time.sleep(POLL_S)
     if gap is None or elected is None:
         raise RuntimeError(f"no commit or no new leader within {ROUND_LIMIT_S} s of the kill")
