@@ -241,19 +241,35 @@ class Node:
             await self._inbox_send.send(("msg", sender, msg))
 
     async def _receive_forwards(self) -> None:
-        """Forwarded transactions: those the pool already holds are dropped before they cost a check."""
-        async for sender, payload in self._forwards:
-            self._forward_bytes -= len(payload)
-            msg = self._decode(sender, payload)
-            if not isinstance(msg, ForwardTxs):
-                continue  # undecodable (the prefix admits no other type)
-            fresh = self._unseen(msg)
-            if fresh is None:
+        """Forwarded transactions: those the pool already holds are dropped before they cost a check.
+
+        Every message waiting when the lane gets to them is checked in one batch: on a loaded
+        leader, one message at a time (each a thread round trip) fell behind its followers'
+        forwards, and transactions waited in this lane for longer than a round.
+        """
+        async for first in self._forwards:
+            waiting = [first]
+            while True:
+                try:
+                    waiting.append(self._forwards.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            batch: list[tuple[bytes, ForwardTxs]] = []
+            for sender, payload in waiting:
+                self._forward_bytes -= len(payload)
+                msg = self._decode(sender, payload)
+                if not isinstance(msg, ForwardTxs):
+                    continue  # undecodable (the prefix admits no other type)
+                fresh = self._unseen(msg)
+                if fresh is not None:
+                    batch.append((sender, fresh))
+            if not batch:
                 continue
             # Always in a worker thread: on the leader this lane carries most of the load,
             # and checks in another thread can use the other core meanwhile.
-            await self._preverify(fresh.txs, inline_max=0)
-            await self._inbox_send.send(("msg", sender, fresh))
+            await self._preverify([tx for _, msg in batch for tx in msg.txs], inline_max=0)
+            for sender, msg in batch:
+                await self._inbox_send.send(("msg", sender, msg))
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
         try:

@@ -150,6 +150,40 @@ async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_
             nursery.cancel_scope.cancel()
 
 
+async def test_forwarded_transactions_waiting_together_are_checked_in_one_batch(tmp_path: Path) -> None:
+    """A loaded leader's forward lane takes every message waiting at once: one signature batch
+    (one thread round trip), not one per message, then each message goes on to the core."""
+    from emrp2p.codec import encode
+    from emrp2p.consensus import ForwardTxs
+
+    (s,) = _settings(tmp_path, 1)
+    node = Node(s)
+    try:
+        client = Identity.from_test_name("client")
+        txs = [sign_tx(client, s.genesis.chain_id, k, Noop(b"%d" % k)) for k in range(9)]
+        checked: list[list[bytes]] = []
+
+        async def preverify(batch: list, inline_max: int = 16) -> None:  # type: ignore[type-arg]
+            checked.append([tx.tx_id for tx in batch])
+
+        node._preverify = preverify  # type: ignore[method-assign]
+        senders = [Identity.from_test_name(f"peer-{k}").public for k in range(3)]
+        for k, sender in enumerate(senders):
+            payload = encode(ForwardTxs(tuple(txs[3 * k : 3 * k + 3])))
+            node._forward_bytes += len(payload)
+            node._forward_send.send_nowait((sender, payload))
+        node._forward_send.close()
+        await node._receive_forwards()
+        assert checked == [[tx.tx_id for tx in txs]]
+        stepped = [node._inbox.receive_nowait() for _ in senders]
+        assert [(kind, sender, msg.txs) for kind, sender, msg in stepped] == [
+            ("msg", sender, tuple(txs[3 * k : 3 * k + 3])) for k, sender in enumerate(senders)
+        ]
+        assert node._forward_bytes == 0
+    finally:
+        node.store.close()
+
+
 async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_its_certificate(
     tmp_path: Path,
 ) -> None:
