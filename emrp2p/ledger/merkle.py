@@ -86,6 +86,8 @@ def node_key(level: int, index: int) -> bytes:
 
 
 ROOT_KEY = node_key(0, 0)
+_STATE_BYTE = STATE_PREFIX[0]
+_LEVEL_PREFIX = tuple(NODE_PREFIX + bytes([depth]) for depth in range(LEVELS))
 
 
 def bucket_hash(entries: list[tuple[bytes, bytes]]) -> bytes:
@@ -109,33 +111,34 @@ def commit(base: KV, writes: dict[bytes, bytes | None]) -> bytes:
     """Extend ``writes`` (raw keys over ``base``) with the tree nodes they change; return the new root.
 
     Only ``b"s"`` keys in ``writes`` count as state; node keys already in
-    ``writes`` are overwritten.
+    ``writes`` are overwritten. The buckets, then each level's nodes, are read
+    from ``base`` in one batch.
     """
     touched: dict[bytes, dict[bytes, bytes | None]] = {}
     for raw, value in writes.items():
-        if raw[:1] == STATE_PREFIX:
+        if raw[0] == _STATE_BYTE:
             b = raw[1:3]
             group = touched.get(b)
             if group is None:
-                group = touched[b] = {}
-            group[raw] = value
+                touched[b] = {raw: value}
+            else:
+                group[raw] = value
     if not touched:
         return state_root(base)
 
     level: dict[int, bytes] = {}
-    for b, group in touched.items():
-        entries = dict(base.items(STATE_PREFIX + b))
-        for raw, value in group.items():
-            if value is None:
-                entries.pop(raw, None)
-            else:
-                entries[raw] = value
-        level[int.from_bytes(b, "big")] = bucket_hash([(k[3:], entries[k]) for k in sorted(entries)])
+    buckets = list(touched)
+    stored = base.items_many([STATE_PREFIX + b for b in buckets])
+    for b, found in zip(buckets, stored, strict=True):
+        entries: dict[bytes, bytes | None] = dict(found)
+        entries.update(touched[b])
+        level[int.from_bytes(b, "big")] = bucket_hash(
+            [(k[3:], v) for k in sorted(entries) if (v := entries[k]) is not None]
+        )
 
-    get = base.get
     for depth in range(LEVELS - 1, -1, -1):
         empty = EMPTY_NODES[depth]
-        prefix = NODE_PREFIX + bytes([depth])
+        prefix = _LEVEL_PREFIX[depth]
         children: dict[int, list[tuple[int, bytes]]] = {}
         for index, h in level.items():
             parent = index >> FANOUT_BITS
@@ -145,10 +148,10 @@ def commit(base: KV, writes: dict[bytes, bytes | None]) -> bytes:
                 children[parent] = [(slot, h)]
             else:
                 group2.append((slot, h))
+        keys = [prefix + parent.to_bytes(2, "big") for parent in children]
         parents: dict[int, bytes] = {}
-        for parent, slots in children.items():
-            key = prefix + parent.to_bytes(2, "big")
-            node = bytearray(get(key) or empty)
+        for key, (parent, slots), old in zip(keys, children.items(), base.get_many(keys), strict=True):
+            node = bytearray(old or empty)
             for slot, h in slots:
                 node[slot : slot + HASH_LEN] = h
             blob = bytes(node)

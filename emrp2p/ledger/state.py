@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -88,6 +88,25 @@ class Overlay:
         return self._base.get(key)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        pending = self._pending(prefix)
+        if not pending:
+            return self._base.items(prefix)
+        return self._merge(self._base.items(prefix), pending)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        w = self._writes
+        below = iter(self._base.get_many([key for key in keys if key not in w]))
+        return [w[key] if key in w else next(below) for key in keys]
+
+    def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
+        out = []
+        for prefix, below in zip(prefixes, self._base.items_many(prefixes), strict=True):
+            pending = self._pending(prefix)
+            out.append(list(self._merge(below, pending)) if pending else below)
+        return out
+
+    def _pending(self, prefix: bytes) -> list[bytes]:
+        """The written keys under ``prefix``, in order."""
         writes = self._writes
         if len(self._sorted) != len(writes):
             self._sorted = sorted(writes)
@@ -97,11 +116,15 @@ class Overlay:
         while i < len(keys) and keys[i].startswith(prefix):
             pending.append(keys[i])
             i += 1
-        if not pending:
-            yield from self._base.items(prefix)
-            return
+        return pending
+
+    def _merge(
+        self, below: Iterable[tuple[bytes, bytes]], pending: list[bytes]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The base's entries (in key order) with the ``pending`` written keys laid over them."""
+        writes = self._writes
         j = 0
-        for key, value in self._base.items(prefix):
+        for key, value in below:
             while j < len(pending) and pending[j] < key:
                 mine = writes[pending[j]]
                 if mine is not None:
@@ -143,6 +166,13 @@ class MemoryKV:
             out.append((keys[i], self.data[keys[i]]))
             i += 1
         return iter(out)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get = self.data.get
+        return [get(key) for key in keys]
+
+    def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
+        return [list(self.items(prefix)) for prefix in prefixes]
 
     def apply(self, writes: dict[bytes, bytes | None]) -> None:
         data = self.data

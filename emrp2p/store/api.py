@@ -8,7 +8,7 @@ a crash either all of a batch is there or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,16 @@ class KV(Protocol):
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """All entries whose key starts with ``prefix``, in ascending key order."""
+        ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """``get`` of each key, in order, read in one go (the state commitment reads hundreds
+        of tree nodes a block)."""
+        ...
+
+    def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
+        """``items`` of each prefix, in order, read in one go: for many short ranges (the
+        state commitment's buckets), not for a long scan."""
         ...
 
 

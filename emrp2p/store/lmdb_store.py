@@ -29,7 +29,7 @@ import errno
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +184,14 @@ class LmdbKV:
         with self._reads.txn() as txn:
             yield from _prefix_items(txn, self._db, prefix)
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        with self._reads.txn() as txn:
+            return _get_many(txn, self._db, keys)
+
+    def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
+        with self._reads.txn() as txn:
+            return _prefix_lists(txn, self._db, prefixes)
+
 
 class SnapshotKV:
     """Committed state as of one read transaction (consistent across many reads)."""
@@ -201,6 +209,12 @@ class SnapshotKV:
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         return _prefix_items(self._txn, self._db, prefix)
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return _get_many(self._txn, self._db, keys)
+
+    def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
+        return _prefix_lists(self._txn, self._db, prefixes)
+
 
 def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     cursor = txn.cursor(db=db)
@@ -213,6 +227,32 @@ def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Itera
             yield key, value
     finally:
         cursor.close()
+
+
+def _get_many(txn: lmdb.Transaction[bytes], db: Any, keys: Sequence[bytes]) -> list[bytes | None]:
+    get = txn.get
+    return [get(key, db=db) for key in keys]
+
+
+def _prefix_lists(
+    txn: lmdb.Transaction[bytes], db: Any, prefixes: Sequence[bytes]
+) -> list[list[tuple[bytes, bytes]]]:
+    """Each prefix's entries, through one cursor (a cursor and a generator per range cost more
+    than reading a short range)."""
+    out: list[list[tuple[bytes, bytes]]] = []
+    cursor = txn.cursor(db=db)
+    try:
+        for prefix in prefixes:
+            found: list[tuple[bytes, bytes]] = []
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    found.append((key, value))
+            out.append(found)
+    finally:
+        cursor.close()
+    return out
 
 
 def _is_full(e: lmdb.Error) -> bool:

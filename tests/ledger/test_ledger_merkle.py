@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -151,6 +152,49 @@ def test_overlay_reads_equal_applying_the_writes(
     assert list(ov.items(b"")) == sorted(applied.data.items())
     for k in list(base) + list(writes):
         assert ov.get(k) == applied.get(k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(states, st.dictionaries(keys, st.none() | values, max_size=30), st.lists(keys, max_size=8))
+def test_every_kv_reads_in_batches_what_it_reads_one_by_one(
+    base: dict[bytes, bytes], writes: dict[bytes, bytes | None], probes: list[bytes]
+) -> None:
+    """``get_many`` / ``items_many`` (the state commitment's batched reads) agree with
+    ``get`` / ``items`` on every KV: in memory, in LMDB (a snapshot, a store's state with and
+    without a pinned read) and an overlay of pending writes; the roots over them agree too."""
+    import tempfile
+
+    from emrp2p.store.lmdb_store import LmdbStore
+
+    probes += [raw_key(p) for p in probes] + list(base)[:3]
+    prefixes = [k[:1] for k in probes] + probes + [b"", b"\xff\xff"]
+    first = {raw_key(k): v for k, v in writes.items()}  # a block not committed yet
+    second = {raw_key(p): b"x" for p in probes}  # the next, executed on top of it
+    applied = MemoryKV(base)
+    pending = dict(first)
+    merkle.commit(applied, pending)
+    applied.apply(pending)
+    expected = merkle.commit(applied, dict(second))
+
+    def check(kv: Any, overlay: bool = False) -> None:
+        assert kv.get_many(probes) == [kv.get(k) for k in probes]
+        assert kv.items_many(prefixes) == [list(kv.items(p)) for p in prefixes]
+        if overlay:
+            assert kv.items_many(prefixes) == applied.items_many(prefixes)
+            assert merkle.commit(kv, dict(second)) == expected
+
+    with tempfile.TemporaryDirectory() as d, LmdbStore(d) as store:
+        with store._env.begin(write=True) as txn:
+            for k, v in base.items():
+                txn.put(k, v, db=store._state)
+        check(MemoryKV(base))
+        check(Overlay(MemoryKV(base), pending), overlay=True)
+        check(store.state)
+        with store.snapshot() as snap:
+            check(snap)
+        with store.pinned():
+            check(store.state)
+            check(Overlay(store.state, pending), overlay=True)
 
 
 def test_memory_kv_keeps_prefix_scans_sorted_across_small_applies() -> None:
