@@ -12,7 +12,9 @@
    to one node, in nonce order.
 3. One submitter process per node offers its share of each step's rate
    through ``tx.submit_many`` on that node's socket (paced every 20 ms; a
-   transaction answered ``busy`` is offered again first). One transaction in
+   transaction answered ``busy`` is offered again first, after a pause that
+   doubles, from 20 to 320 ms, while calls keep meeting ``busy``; what is still
+   refused when the step ends is offered again before the next, not timed). One transaction in
    20 is timed by a pool of waiter threads (own connections) calling
    ``tx.status {wait: true}``: latency = submit call -> committed answer.
    Committed tx/s is the sum of ``tx_count`` of the blocks a node committed
@@ -80,6 +82,8 @@ DEFAULT_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000]
 SAMPLE_EVERY = 20
 BATCH_INTERVAL = 0.02
 MAX_BATCH = 2000
+MAX_BACKOFF = 0.32
+"""The longest pause after a call answered busy (seconds); it doubles from BATCH_INTERVAL."""
 WAITERS_PER_NODE = 48
 CHUNK = 5000
 SENDERS_PER_CHUNK = 64
@@ -189,6 +193,7 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
             time.sleep(max(0.0, cmd["start_at"] - time.monotonic()))
             t0 = time.monotonic()
             end = t0 + seconds
+            backoff = BATCH_INTERVAL / 2
             while True:
                 now = time.monotonic()
                 if now >= end:
@@ -226,15 +231,36 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
                         st["duplicate"] += 1
                     else:
                         st["invalid"] += 1
+                # An app told busy slows down: the pause doubles while calls meet busy answers.
+                backoff = min(2 * backoff, MAX_BACKOFF) if busy else BATCH_INTERVAL / 2
                 if busy:
-                    time.sleep(BATCH_INTERVAL)
+                    time.sleep(backoff)
             st["elapsed"] = time.monotonic() - t0
             st["retry_left"] = len(retry)
+            _offer_again(client, txs, retry)
             st["samples"] = waiters.drain(timeout=35)
             conn.send(st)
     finally:
         waiters.close()
         client.close()
+
+
+def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit_s: float = 30.0) -> None:
+    """Not timed, after a step: what was answered busy is offered again, in order, until taken,
+    so that the next step does not start behind it (and no sender's skipped nonce holds back
+    its later transactions)."""
+    backoff = BATCH_INTERVAL
+    deadline = time.monotonic() + limit_s
+    while retry and time.monotonic() < deadline:
+        batch = [retry.popleft() for _ in range(min(len(retry), MAX_BATCH))]
+        results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
+        refused = [i for i, r in zip(batch, results, strict=True) if r["status"] == "busy"]
+        retry.extendleft(reversed(refused))
+        if refused:
+            time.sleep(backoff)
+            backoff = min(2 * backoff, MAX_BACKOFF)
+        else:
+            backoff = BATCH_INTERVAL
 
 
 class Submitter:

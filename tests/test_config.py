@@ -117,6 +117,7 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_the_option(
         "[p2p]\npeers = [{ key = 'zz', addr = 'x' }]\n",
         "[p2p]\nhandshake_burst = 0\n",
         "[p2p]\nhandshake_refill_per_s = 'fast'\n",
+        "[consensus]\nmax_backlog_ms = -1\n",
         "this is not toml",
     ],
 )

@@ -71,6 +71,7 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
             forward_retry_ms=c.forward_retry_ms,
         ),
         net=net_config(cfg, genesis.chain_id),
+        max_backlog_ms=c.max_backlog_ms,
         gossip_interval_ms=cfg.p2p.gossip_interval_ms,
         rpc_socket=cfg.socket_path,
         rpc_mode=cfg.rpc.mode or None,

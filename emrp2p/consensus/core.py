@@ -366,6 +366,10 @@ class Core:
             return Head(b.term, b.height, b.block_hash)
         return Head(self._tip_term, self.committed_height, self._tip_hash)
 
+    def backlog_ms(self) -> int:
+        """How long the oldest pending transaction that could go into a block has waited."""
+        return self.pool.oldest_wait_ms(self._mono)
+
     def accepted_blocks(self) -> list[Block]:
         return [e.block for e in self._accepted]
 

@@ -19,7 +19,8 @@ class SubmitStatus(enum.Enum):
     INVALID = "invalid"
     """Fails the stateless checks; ``code`` says why (a ledger error code)."""
     BUSY = "busy"
-    """The pool is full: try again later. The transaction was not taken."""
+    """The node takes no more now (its pool is full, or its driver finds the oldest pending
+    transaction waiting too long): try again later. The transaction was not taken."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,15 @@ class TxPool:
         self._pending.pop(tx_id, None)
         self._unsent.pop(tx_id, None)
         self._sent.pop(tx_id, None)
+
+    def oldest_wait_ms(self, now_ms: int) -> int:
+        """How long the oldest pending transaction that could go into a block has waited (0 if
+        none; one held back by a nonce gap waits for its sender, not for the network)."""
+        parked = self._parked_ids
+        for tx_id, p in self._pending.items():
+            if tx_id not in parked:
+                return max(0, now_ms - p.added_ms)
+        return 0
 
     def expire(self, now_ms: int, ttl_ms: int) -> list[bytes]:
         gone = []

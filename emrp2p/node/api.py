@@ -39,7 +39,7 @@ def _decode_tx(tx: bytes) -> Tx:
 
 def _raise_for(result: SubmitResult) -> None:
     if result.status is SubmitStatus.BUSY:
-        raise Busy("transaction pool is full; retry later")
+        raise Busy("the node is busy (pool full, or transactions waiting too long); retry later")
     if result.status is SubmitStatus.INVALID:
         cls = ERROR_CODES.get(result.code or "", InvalidPayload)
         raise cls(f"transaction {result.tx_id.hex()} refused")

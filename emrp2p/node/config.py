@@ -26,6 +26,7 @@ Example (``emrp2p testnet`` writes one per node)::
     max_blocks_per_term = 200
     max_term_ms = 60000
     max_pending = 20000
+    max_backlog_ms = 3000         # apps get "busy" while the oldest pending tx waited longer (0: never)
     forward_interval_ms = 50      # forward to the leader at most this often (0: every tick)
     forward_retry_ms = 10000
 
@@ -126,6 +127,9 @@ class ConsensusSection:
     max_blocks_per_term: int = 200
     max_term_ms: int = 60_000
     max_pending: int = 20_000
+    max_backlog_ms: int = 3000
+    """Apps get ``busy`` (before any signature check) while the oldest pending transaction has
+    waited longer than this (0: never); under overload, intake then keeps pace with commits."""
     forward_interval_ms: int = 50
     """Submitted transactions are forwarded to the leader at most this often (0: every tick):
     each message costs the leader about a millisecond beyond its transactions (measured)."""
@@ -258,6 +262,8 @@ def validate(cfg: NodeConfig) -> None:
     c = cfg.consensus
     if c.heartbeat_ms <= 0 or c.election_timeout_ms <= 2 * c.heartbeat_ms:
         raise ConfigError("consensus.election_timeout_ms must exceed twice heartbeat_ms (> 0)")
+    if c.max_backlog_ms < 0:
+        raise ConfigError("consensus.max_backlog_ms must not be negative")
     if c.max_txs_per_block < 1 or c.max_pending < 1:
         raise ConfigError("consensus.max_txs_per_block and max_pending must be at least 1")
     if cfg.p2p.handshake_burst < 1 or cfg.p2p.handshake_refill_per_s <= 0:

@@ -51,6 +51,11 @@ class NodeMetrics:
             "Forwarded transaction batches dropped because intake was full (the forwarder retries)",
             registry=r,
         )
+        self.backlog_refusals = Counter(
+            "emrp2p_backlog_refusals",
+            "Submitted transactions answered busy because the pool's oldest had waited too long",
+            registry=r,
+        )
         self.net = Gauge("emrp2p_net", "Network layer counters", ["counter"], registry=r)
         self._rpc_children: dict[tuple[str, int], Any] = {}
 

@@ -92,6 +92,11 @@ class NodeSettings:
     forward_queue_bytes: int = 32 << 20
     """Forwarded-transaction messages waiting to be checked, in bytes; past it they are dropped
     (and resent by their forwarder after ``forward_retry_ms``)."""
+    max_backlog_ms: int = 3000
+    """Apps are answered ``busy``, before their transactions cost a signature check, while the
+    oldest transaction waiting in the pool has waited longer than this (0: never): past the
+    network's capacity, intake keeps pace with commits instead of checking transactions seconds
+    ahead of their turn, and apps learn at once that they must slow down."""
     gossip_interval_ms: int = 1000
     """The leader gossips its latest commit notice at most this often. Validators and observers
     get every notice directly from the leader; gossip reaches the nodes it has no link to,
@@ -313,6 +318,10 @@ class Node:
             from emrp2p.rpc.errors import Unavailable
 
             raise Unavailable("node is shutting down")
+        limit = self.settings.max_backlog_ms
+        if limit and self.core.backlog_ms() > limit:
+            self.metrics.backlog_refusals.inc(len(txs))
+            return [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs]
         await self._preverify(txs)
         reply: list[list[SubmitResult]] = []
         done = trio.Event()

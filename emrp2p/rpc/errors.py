@@ -24,8 +24,8 @@ code     message                     raised for
 -32602   invalid params              missing, unknown or mistyped parameter
                                      (the message names the parameter)
 -32603   internal error              a bug in the daemon; details only in its log
--32000   busy                        back-pressure: tx pool full, too many connections,
-                                     server overloaded; retry later (``Busy``)
+-32000   busy                        back-pressure: tx pool full or backlogged, too many
+                                     connections, server overloaded; retry later (``Busy``)
 -32001   invalid signature           ``InvalidSignature`` (ledger or crypto)
 -32002   bad nonce                   ``BadNonce``: not the sender's next nonce
 -32003   not found                   ``NotFound``: no block / tx / record / patient by

@@ -57,3 +57,18 @@ def test_parking_a_transaction_not_pending_does_nothing() -> None:
     pool.park(a)
     pool.add(a, 0)
     assert pool.candidates(set(), 10) == [a]
+
+
+def test_the_backlog_is_the_wait_of_the_oldest_transaction_that_could_go_into_a_block() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    a = txs("alice", range(3))
+    b = txs("bob", range(1))
+    assert pool.oldest_wait_ms(500) == 0
+    pool.add(a[2], 100)  # a gap: it waits for alice, not for the network
+    pool.park(a[2])
+    pool.add(b[0], 300)
+    assert pool.oldest_wait_ms(1000) == 700
+    pool.committed([b[0]], height=1)
+    assert pool.oldest_wait_ms(1000) == 0
+    pool.add(a[0], 900)  # alice sends again: her parked one is a candidate once more
+    assert pool.oldest_wait_ms(1000) == 900

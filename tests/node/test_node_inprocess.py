@@ -150,6 +150,35 @@ async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_
             nursery.cancel_scope.cancel()
 
 
+async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_transaction_waited_too_long(
+    tmp_path: Path,
+) -> None:
+    """One validator of four up: nothing can commit, so its pool only ages. Past
+    ``max_backlog_ms`` a submission is answered busy without a signature check."""
+    import dataclasses
+
+    s = dataclasses.replace(_settings(tmp_path, 4)[0], max_backlog_ms=200)
+    client = Identity.from_test_name("client")
+    a, b = (sign_tx(client, s.genesis.chain_id, k, Noop(b"%d" % k)) for k in range(2))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(Node(s).run)
+            assert [r.status for r in await node.submit([a])] == [SubmitStatus.ACCEPTED]
+            while node.core.backlog_ms() <= 200:
+                await trio.sleep(0.02)
+            checks = node._preverify
+
+            async def must_not_check(txs: list, inline_max: int = 16) -> None:  # type: ignore[type-arg]
+                raise AssertionError("a transaction refused for the backlog was checked")
+
+            node._preverify = must_not_check  # type: ignore[method-assign]
+            assert [(r.tx_id, r.status) for r in await node.submit([b])] == [(b.tx_id, SubmitStatus.BUSY)]
+            assert node.metrics.backlog_refusals._value.get() == 1
+            assert b.tx_id not in node.core.pool
+            node._preverify = checks  # type: ignore[method-assign]
+            nursery.cancel_scope.cancel()
+
+
 async def test_forwarded_transactions_waiting_together_are_checked_in_one_batch(tmp_path: Path) -> None:
     """A loaded leader's forward lane takes every message waiting at once: one signature batch
     (one thread round trip), not one per message, then each message goes on to the core."""
