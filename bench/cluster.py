@@ -216,7 +216,7 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
                 results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
                 t_ret = time.monotonic()
                 st["calls"] += 1
-                busy = False
+                refused: list[int] = []
                 for i, r in zip(batch, results, strict=True):
                     s = r["status"]
                     if s == "accepted":
@@ -225,15 +225,15 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
                             waiters.put(r["tx_id"], t_call, t_ret)
                     elif s == "busy":
                         st["busy"] += 1
-                        retry.append(i)
-                        busy = True
+                        refused.append(i)
                     elif s == "duplicate":
                         st["duplicate"] += 1
                     else:
                         st["invalid"] += 1
+                _requeue(retry, refused)
                 # An app told busy slows down: the pause doubles while calls meet busy answers.
-                backoff = min(2 * backoff, MAX_BACKOFF) if busy else BATCH_INTERVAL / 2
-                if busy:
+                backoff = min(2 * backoff, MAX_BACKOFF) if refused else BATCH_INTERVAL / 2
+                if refused:
                     time.sleep(backoff)
             st["elapsed"] = time.monotonic() - t0
             st["retry_left"] = len(retry)
@@ -243,6 +243,12 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
     finally:
         waiters.close()
         client.close()
+
+
+def _requeue(retry: deque[int], refused: list[int]) -> None:
+    """Transactions answered busy go back to the front of the queue, in order: a sender's later
+    nonce must not overtake an earlier one (it would wait, parked, until that one arrives)."""
+    retry.extendleft(reversed(refused))
 
 
 def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit_s: float = 30.0) -> None:
@@ -255,7 +261,7 @@ def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit
         batch = [retry.popleft() for _ in range(min(len(retry), MAX_BATCH))]
         results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
         refused = [i for i, r in zip(batch, results, strict=True) if r["status"] == "busy"]
-        retry.extendleft(reversed(refused))
+        _requeue(retry, refused)
         if refused:
             time.sleep(backoff)
             backoff = min(2 * backoff, MAX_BACKOFF)
