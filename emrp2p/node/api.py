@@ -15,6 +15,7 @@ import trio
 
 from emrp2p.codec import CodecError, decode, to_plain
 from emrp2p.consensus import SubmitResult, SubmitStatus
+from emrp2p.crypto import sha256
 from emrp2p.ledger.errors import ERROR_CODES, InvalidPayload
 from emrp2p.ledger.types import Block, Tx
 from emrp2p.rpc.dispatcher import Bytes32, Dispatcher
@@ -28,6 +29,7 @@ __all__ = ["build_dispatcher"]
 
 MAX_WAIT_S = 60.0
 MAX_SUBMIT_MANY = 10_000
+BUSY_MESSAGE = "the node is busy (pool full, or transactions waiting too long); retry later"
 
 
 def _decode_tx(tx: bytes) -> Tx:
@@ -39,7 +41,7 @@ def _decode_tx(tx: bytes) -> Tx:
 
 def _raise_for(result: SubmitResult) -> None:
     if result.status is SubmitStatus.BUSY:
-        raise Busy("the node is busy (pool full, or transactions waiting too long); retry later")
+        raise Busy(BUSY_MESSAGE)
     if result.status is SubmitStatus.INVALID:
         cls = ERROR_CODES.get(result.code or "", InvalidPayload)
         raise cls(f"transaction {result.tx_id.hex()} refused")
@@ -177,6 +179,8 @@ def build_dispatcher(node: Node) -> Dispatcher:
     async def submit(tx: bytes, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:
         """Submit one signed transaction. With ``wait``, answer once it is durably committed
         (or rejected / expired); otherwise as soon as the pool took it."""
+        if node.backlog_refusal(1):
+            raise Busy(BUSY_MESSAGE)
         result = (await node.submit([_decode_tx(tx)]))[0]
         _raise_for(result)
         if wait:
@@ -189,6 +193,10 @@ def build_dispatcher(node: Node) -> Dispatcher:
         for a single bad one (``status`` says accepted / duplicate / invalid / busy)."""
         if len(txs) > MAX_SUBMIT_MANY:
             raise Busy(f"at most {MAX_SUBMIT_MANY} transactions per call")
+        if node.backlog_refusal(len(txs)):
+            # Nothing decoded: a transaction's id is the hash of its canonical encoding, which
+            # is what an app sends (anything else is answered invalid once the node takes it).
+            return [{"tx_id": sha256(raw_tx).hex(), "status": "busy"} for raw_tx in txs]
         decoded: list[Tx] = []
         bad: dict[int, dict[str, Any]] = {}
         for i, raw_tx in enumerate(txs):

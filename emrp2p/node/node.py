@@ -312,15 +312,23 @@ class Node:
         else:
             await trio.to_thread.run_sync(verify_many, items)
 
+    def backlog_refusal(self, count: int) -> bool:
+        """Whether ``count`` submitted transactions are to be answered busy before anything about
+        them is decoded or checked (counted if so): the oldest pending transaction has waited
+        longer than ``max_backlog_ms``, so the network commits less than it is offered."""
+        limit = self.settings.max_backlog_ms
+        if limit and self.core.backlog_ms() > limit:
+            self.metrics.backlog_refusals.inc(count)
+            return True
+        return False
+
     async def submit(self, txs: Sequence[Tx]) -> list[SubmitResult]:
         """Local intake (RPC): stateless checks, dedupe and back-pressure happen in the core."""
         if self._closing:
             from emrp2p.rpc.errors import Unavailable
 
             raise Unavailable("node is shutting down")
-        limit = self.settings.max_backlog_ms
-        if limit and self.core.backlog_ms() > limit:
-            self.metrics.backlog_refusals.inc(len(txs))
+        if self.backlog_refusal(len(txs)):
             return [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs]
         await self._preverify(txs)
         reply: list[list[SubmitResult]] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from emrp2p.cli.testnet import free_ports
@@ -151,11 +152,16 @@ async def test_forwarded_batches_over_the_leaders_intake_budget_are_dropped_and_
 
 
 async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_transaction_waited_too_long(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One validator of four up: nothing can commit, so its pool only ages. Past
-    ``max_backlog_ms`` a submission is answered busy without a signature check."""
+    ``max_backlog_ms`` a submission is answered busy without a signature check, and through
+    the RPC methods before the transaction is even decoded (its id is the hash of its bytes)."""
     import dataclasses
+
+    import emrp2p.node.api as api
+    from emrp2p.codec import encode
+    from emrp2p.rpc.errors import Busy
 
     s = dataclasses.replace(_settings(tmp_path, 4)[0], max_backlog_ms=200)
     client = Identity.from_test_name("client")
@@ -174,6 +180,18 @@ async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_trans
             node._preverify = must_not_check  # type: ignore[method-assign]
             assert [(r.tx_id, r.status) for r in await node.submit([b])] == [(b.tx_id, SubmitStatus.BUSY)]
             assert node.metrics.backlog_refusals._value.get() == 1
+            assert b.tx_id not in node.core.pool
+
+            def must_not_decode(*args: object, **kwargs: object) -> None:
+                raise AssertionError("a transaction refused for the backlog was decoded")
+
+            monkeypatch.setattr(api, "decode", must_not_decode)
+            methods = api.build_dispatcher(node)
+            answer = await methods.call("tx.submit_many", {"txs": [encode(b).hex()]})
+            assert answer == [{"tx_id": b.tx_id.hex(), "status": "busy"}]
+            with pytest.raises(Busy):
+                await methods.call("tx.submit", {"tx": encode(b).hex()})
+            assert node.metrics.backlog_refusals._value.get() == 3
             assert b.tx_id not in node.core.pool
             node._preverify = checks  # type: ignore[method-assign]
             nursery.cancel_scope.cancel()
