@@ -37,6 +37,7 @@ from emrp2p.consensus import (
     Core,
     EvidenceFound,
     ForwardTxs,
+    Heartbeat,
     LeaderChanged,
     Message,
     Propose,
@@ -65,6 +66,12 @@ _FORWARD_PREFIX = encode(ForwardTxs(()))[:3]
 
 INLINE_VERIFY_MAX = 16
 """Up to this many signatures (about 1 ms) are checked on the event loop rather than in a thread."""
+
+FORWARD_ROUND_BYTES = 256 << 10
+"""The forward lane decodes and checks at most about this much at a time (~1,000 transactions)."""
+
+CHECK_LANE = 256
+"""Peer messages decoded and waiting for their transactions' signatures to be checked."""
 
 
 @dataclass
@@ -148,6 +155,7 @@ class Node:
         self.metrics = NodeMetrics()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](4096)
         self._forward_send, self._forwards = trio.open_memory_channel[tuple[bytes, bytes]](math.inf)
+        self._check_send, self._to_check = trio.open_memory_channel[tuple[bytes, Message]](CHECK_LANE)
         self._forward_bytes = 0
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
@@ -173,6 +181,7 @@ class Node:
                 await nursery.start(self.net.run)
                 nursery.start_soon(self._core_loop)
                 nursery.start_soon(self._receive_messages)
+                nursery.start_soon(self._check_messages)
                 nursery.start_soon(self._receive_forwards)
                 nursery.start_soon(self._receive_gossip)
                 nursery.start_soon(self._publish_commits)
@@ -213,7 +222,11 @@ class Node:
     # ------------------------------------------------------------------ inputs
 
     async def _receive_messages(self) -> None:
-        """Decode peer messages, pre-verify their transactions, hand them on in arrival order.
+        """Decode peer messages and pass them on, in arrival order, to :meth:`_check_messages`.
+
+        The leader's proposals and heartbeats show it alive as they arrive: checking a big
+        block's signatures can take longer than the election timeout on a loaded machine, and
+        the messages behind it wait for that, but the leader is not to be deposed meanwhile.
 
         Forwarded transactions take a lane of their own (:meth:`_receive_forwards`): under
         load, checking them must not hold up the proposals and votes that arrive on the same
@@ -231,12 +244,16 @@ class Node:
             msg = self._decode(sender, payload)
             if msg is None:
                 continue
+            if isinstance(msg, (Propose, Heartbeat)):
+                await self._inbox_send.send(("alive", sender, msg.term))
+            await self._check_send.send((sender, msg))
+
+    async def _check_messages(self) -> None:
+        """Pre-verify the transactions a message carries, then hand it to the core, in order."""
+        async for sender, msg in self._to_check:
             txs = _signed_txs(msg)
             if txs:
                 if isinstance(msg, Propose):
-                    # Checking a big block's signatures can take longer than the election
-                    # timeout on a loaded machine; its arrival already shows the leader alive.
-                    await self._inbox_send.send(("alive", sender, msg.term))
                     cert = msg.block.header.parent_cert
                     if cert is not None:
                         # The certificate it carries commits its parent (the leader sends no
@@ -248,17 +265,22 @@ class Node:
     async def _receive_forwards(self) -> None:
         """Forwarded transactions: those the pool already holds are dropped before they cost a check.
 
-        Every message waiting when the lane gets to them is checked in one batch: on a loaded
+        The messages waiting when the lane gets to them are checked in one batch: on a loaded
         leader, one message at a time (each a thread round trip) fell behind its followers'
-        forwards, and transactions waited in this lane for longer than a round.
+        forwards, and transactions waited in this lane for longer than a round. A batch stops
+        at ``FORWARD_ROUND_BYTES`` though: decoding is done here, on the event loop, and a
+        flood's worth at once (tenths of a second of CPU, longer on a busy machine) held up the
+        heartbeats until the followers deposed a healthy leader.
         """
         async for first in self._forwards:
             waiting = [first]
-            while True:
+            size = len(first[1])
+            while size < FORWARD_ROUND_BYTES:
                 try:
                     waiting.append(self._forwards.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                size += len(waiting[-1][1])
             batch: list[tuple[bytes, ForwardTxs]] = []
             for sender, payload in waiting:
                 self._forward_bytes -= len(payload)

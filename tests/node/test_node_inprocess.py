@@ -197,6 +197,40 @@ async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_trans
             nursery.cancel_scope.cancel()
 
 
+async def test_a_follower_checking_a_block_for_longer_than_the_election_timeout_keeps_its_leader(
+    tmp_path: Path,
+) -> None:
+    """On a loaded machine a big block's signature checks can outlast the election timeout, and
+    the leader's later messages wait behind them to be stepped; their arrival still shows the
+    leader alive, so the follower does not start an election against a healthy leader."""
+    settings = _settings(tmp_path, 4)
+    timeout_s = settings[0].consensus.election_timeout_ms / 1000
+    client = Identity.from_test_name("client")
+    tx = sign_tx(client, settings[0].genesis.chain_id, 0, Noop(b"slow check"))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes, leader = await _start_until_led(nursery, settings)
+            follower = next(n for n in nodes if n is not leader)
+            checking, release = trio.Event(), trio.Event()
+            checks = follower._preverify
+
+            async def slow(txs: list, inline_max: int = 16) -> None:  # type: ignore[type-arg]
+                checking.set()  # only the leader's proposal brings this follower transactions
+                await release.wait()
+                await checks(txs, inline_max)
+
+            follower._preverify = slow  # type: ignore[method-assign]
+            await leader.submit([tx])
+            await checking.wait()
+            await trio.sleep(2.5 * timeout_s)  # the window in which nothing is to happen
+            assert not follower.core._prevote_grants, "the follower started an election"
+            assert follower.core.term == leader.core.term
+            release.set()
+            while follower.store.tx_height(tx.tx_id) is None:  # the held block then commits
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+
 async def test_forwarded_transactions_waiting_together_are_checked_in_one_batch(tmp_path: Path) -> None:
     """A loaded leader's forward lane takes every message waiting at once: one signature batch
     (one thread round trip), not one per message, then each message goes on to the core."""
@@ -225,6 +259,43 @@ async def test_forwarded_transactions_waiting_together_are_checked_in_one_batch(
         stepped = [node._inbox.receive_nowait() for _ in senders]
         assert [(kind, sender, msg.txs) for kind, sender, msg in stepped] == [
             ("msg", sender, tuple(txs[3 * k : 3 * k + 3])) for k, sender in enumerate(senders)
+        ]
+        assert node._forward_bytes == 0
+    finally:
+        node.store.close()
+
+
+async def test_a_flood_of_forwarded_transactions_is_decoded_and_checked_a_bounded_round_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding happens on the event loop: the forward lane takes what is waiting only up to
+    ``FORWARD_ROUND_BYTES`` a round, so a flood cannot hold up the leader's heartbeats."""
+    import emrp2p.node.node as node_module
+    from emrp2p.codec import encode
+    from emrp2p.consensus import ForwardTxs
+
+    (s,) = _settings(tmp_path, 1)
+    node = Node(s)
+    try:
+        client = Identity.from_test_name("client")
+        txs = [sign_tx(client, s.genesis.chain_id, k, Noop(b"%d" % k)) for k in range(9)]
+        payloads = [encode(ForwardTxs(tuple(txs[3 * k : 3 * k + 3]))) for k in range(3)]
+        monkeypatch.setattr(node_module, "FORWARD_ROUND_BYTES", len(payloads[0]) + len(payloads[1]))
+        checked: list[list[bytes]] = []
+
+        async def preverify(batch: list, inline_max: int = 16) -> None:  # type: ignore[type-arg]
+            checked.append([tx.tx_id for tx in batch])
+
+        node._preverify = preverify  # type: ignore[method-assign]
+        sender = Identity.from_test_name("peer").public
+        for payload in payloads:
+            node._forward_bytes += len(payload)
+            node._forward_send.send_nowait((sender, payload))
+        node._forward_send.close()
+        await node._receive_forwards()
+        assert checked == [[tx.tx_id for tx in txs[:6]], [tx.tx_id for tx in txs[6:]]]
+        assert [node._inbox.receive_nowait()[2].txs for _ in payloads] == [
+            tuple(txs[3 * k : 3 * k + 3]) for k in range(3)
         ]
         assert node._forward_bytes == 0
     finally:
