@@ -269,8 +269,8 @@ class Node:
         leader, one message at a time (each a thread round trip) fell behind its followers'
         forwards, and transactions waited in this lane for longer than a round. A batch stops
         at ``FORWARD_ROUND_BYTES`` though: decoding is done here, on the event loop, and a
-        flood's worth at once (tenths of a second of CPU, longer on a busy machine) held up the
-        heartbeats until the followers deposed a healthy leader.
+        flood's worth at once took tenths of a second of CPU (longer on a busy machine), with
+        every other task of the node waiting.
         """
         async for first in self._forwards:
             waiting = [first]
