@@ -193,7 +193,7 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
             time.sleep(max(0.0, cmd["start_at"] - time.monotonic()))
             t0 = time.monotonic()
             end = t0 + seconds
-            backoff = BATCH_INTERVAL / 2
+            backoff = BATCH_INTERVAL
             while True:
                 now = time.monotonic()
                 if now >= end:
@@ -231,10 +231,7 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
                     else:
                         st["invalid"] += 1
                 _requeue(retry, refused)
-                # An app told busy slows down: the pause doubles while calls meet busy answers.
-                backoff = min(2 * backoff, MAX_BACKOFF) if refused else BATCH_INTERVAL / 2
-                if refused:
-                    time.sleep(backoff)
+                backoff = _back_off(refused, backoff)
             st["elapsed"] = time.monotonic() - t0
             st["retry_left"] = len(retry)
             _offer_again(client, txs, retry)
@@ -251,6 +248,16 @@ def _requeue(retry: deque[int], refused: list[int]) -> None:
     retry.extendleft(reversed(refused))
 
 
+def _back_off(refused: list[int], backoff: float) -> float:
+    """An app told busy slows down: after a call with ``refused`` transactions it pauses
+    ``backoff``, which doubles (up to MAX_BACKOFF) while calls keep meeting busy answers and
+    is back to BATCH_INTERVAL after one that does not; returns the pause for the next call."""
+    if not refused:
+        return BATCH_INTERVAL
+    time.sleep(backoff)
+    return min(2 * backoff, MAX_BACKOFF)
+
+
 def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit_s: float = 30.0) -> None:
     """Not timed, after a step: what was answered busy is offered again, in order, until taken,
     so that the next step does not start behind it (and no sender's skipped nonce holds back
@@ -262,11 +269,7 @@ def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit
         results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
         refused = [i for i, r in zip(batch, results, strict=True) if r["status"] == "busy"]
         _requeue(retry, refused)
-        if refused:
-            time.sleep(backoff)
-            backoff = min(2 * backoff, MAX_BACKOFF)
-        else:
-            backoff = BATCH_INTERVAL
+        backoff = _back_off(refused, backoff)
 
 
 class Submitter:
