@@ -67,7 +67,7 @@ class Load:
                 sub, current = (Submitter(str(node.socket), timeout=5) if node else None), node
             if sub is not None:
                 try:
-                    results = sub.submit(self.factory.make(self.per_batch))
+                    results = sub.submit(self.factory.make(self.per_batch), busy_for=5)
                     self.accepted += [r["tx_id"] for r in results if r["status"] == "accepted"]
                 except Exception:
                     self.errors += 1

@@ -7,6 +7,7 @@ client identities, each with its own nonce sequence.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,18 +59,36 @@ class SubmitStats:
 
 
 class Submitter:
-    """Submits batches over one persistent RPC connection (``tx.submit_many``)."""
+    """Submits batches over one persistent RPC connection (``tx.submit_many``), as a well-behaved
+    app does: what the node answers ``busy`` is offered again, in order, after a pause that
+    doubles from ``MIN_PAUSE`` to ``MAX_PAUSE`` while calls keep meeting busy answers."""
+
+    MIN_PAUSE = 0.02
+    MAX_PAUSE = 0.32
 
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self.client = SyncRpcClient(socket_path, timeout=timeout)
         self.stats = SubmitStats()
 
-    def submit(self, txs: list[Tx]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = self.client.call(
-            "tx.submit_many", {"txs": [tx.encoded.hex() for tx in txs]}
-        )
-        self.stats.add(results)
-        return results
+    def submit(self, txs: list[Tx], *, busy_for: float = 60.0) -> list[dict[str, Any]]:
+        """One result per transaction, in order; those still answered busy after ``busy_for``
+        seconds of offering again keep that answer (``stats.busy`` counts every busy answer)."""
+        results: list[dict[str, Any]] = [{}] * len(txs)
+        todo = list(range(len(txs)))
+        deadline = time.monotonic() + busy_for
+        pause = self.MIN_PAUSE
+        while True:
+            answers: list[dict[str, Any]] = self.client.call(
+                "tx.submit_many", {"txs": [txs[i].encoded.hex() for i in todo]}
+            )
+            self.stats.add(answers)
+            for i, r in zip(todo, answers, strict=True):
+                results[i] = r
+            todo = [i for i, r in zip(todo, answers, strict=True) if r["status"] == "busy"]
+            if not todo or time.monotonic() + pause > deadline:
+                return results
+            time.sleep(pause)
+            pause = min(2 * pause, self.MAX_PAUSE)
 
     def close(self) -> None:
         self.client.close()

@@ -81,6 +81,9 @@ class TxPool:
         self._parked: dict[bytes, set[bytes]] = {}
         """sender -> pending ids whose nonce is ahead of the sender's next (a gap)."""
         self._parked_ids: set[bytes] = set()
+        self.drained = 0
+        """How many pending transactions have left the pool by committing, ever (a driver's
+        measure of how fast the network takes this pool's transactions)."""
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -142,6 +145,7 @@ class TxPool:
         # remembered ``capacity`` ids stay, in the same order.
         unsent, sent = self._unsent, self._sent
         parked = self._parked
+        drained = 0
         for tx in txs:
             tx_id = tx.tx_id
             if parked and tx.sender in parked:
@@ -149,9 +153,11 @@ class TxPool:
             if pop(tx_id, None) is not None:
                 unsent.pop(tx_id, None)
                 sent.pop(tx_id, None)
+                drained += 1
             if tx_id in done:
                 done.move_to_end(tx_id)
             done[tx_id] = status
+        self.drained += drained
         for _ in range(len(done) - done.capacity):
             done.popitem(last=False)
 
@@ -171,6 +177,10 @@ class TxPool:
         self._pending.pop(tx_id, None)
         self._unsent.pop(tx_id, None)
         self._sent.pop(tx_id, None)
+
+    def waiting(self) -> int:
+        """Pending transactions that could go into a block (not held back by a nonce gap)."""
+        return len(self._pending) - len(self._parked_ids)
 
     def oldest_wait_ms(self, now_ms: int) -> int:
         """How long the oldest pending transaction that could go into a block has waited (0 if

@@ -29,7 +29,7 @@ __all__ = ["build_dispatcher"]
 
 MAX_WAIT_S = 60.0
 MAX_SUBMIT_MANY = 10_000
-BUSY_MESSAGE = "the node is busy (pool full, or transactions waiting too long); retry later"
+BUSY_MESSAGE = "the node is busy (its pool is full for now); retry later"
 
 
 def _decode_tx(tx: bytes) -> Tx:
@@ -179,7 +179,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     async def submit(tx: bytes, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:
         """Submit one signed transaction. With ``wait``, answer once it is durably committed
         (or rejected / expired); otherwise as soon as the pool took it."""
-        if node.backlog_refusal(1):
+        if not node.intake_room(1):
             raise Busy(BUSY_MESSAGE)
         result = (await node.submit([_decode_tx(tx)]))[0]
         _raise_for(result)
@@ -193,19 +193,20 @@ def build_dispatcher(node: Node) -> Dispatcher:
         for a single bad one (``status`` says accepted / duplicate / invalid / busy)."""
         if len(txs) > MAX_SUBMIT_MANY:
             raise Busy(f"at most {MAX_SUBMIT_MANY} transactions per call")
-        if node.backlog_refusal(len(txs)):
-            # Nothing decoded: a transaction's id is the hash of its canonical encoding, which
-            # is what an app sends (anything else is answered invalid once the node takes it).
-            return [{"tx_id": sha256(raw_tx).hex(), "status": "busy"} for raw_tx in txs]
+        # What finds no room is answered busy with nothing decoded: a transaction's id is the
+        # hash of its canonical encoding, which is what an app sends (anything else is
+        # answered invalid once the node takes it).
+        take = node.intake_room(len(txs))
+        refused = [{"tx_id": sha256(raw_tx).hex(), "status": "busy"} for raw_tx in txs[take:]]
         decoded: list[Tx] = []
         bad: dict[int, dict[str, Any]] = {}
-        for i, raw_tx in enumerate(txs):
+        for i, raw_tx in enumerate(txs[:take]):
             try:
                 decoded.append(_decode_tx(raw_tx))
             except InvalidPayload as e:
                 bad[i] = {"tx_id": None, "status": "invalid", "code": e.code, "message": str(e)}
         results = iter(await node.submit(decoded)) if decoded else iter(())
-        return [bad[i] if i in bad else _result_json(next(results)) for i in range(len(txs))]
+        return [bad[i] if i in bad else _result_json(next(results)) for i in range(take)] + refused
 
     @d.method("tx.status")
     async def tx_status(tx_id: Bytes32, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:

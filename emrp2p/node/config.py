@@ -26,7 +26,7 @@ Example (``emrp2p testnet`` writes one per node)::
     max_blocks_per_term = 200
     max_term_ms = 60000
     max_pending = 20000
-    max_backlog_ms = 3000         # apps get "busy" while the oldest pending tx waited longer (0: never)
+    max_backlog_ms = 2000         # apps get "busy" once the pool holds what commits in this long (0: never)
     forward_interval_ms = 50      # forward to the leader at most this often (0: every tick)
     forward_retry_ms = 10000
 
@@ -127,9 +127,11 @@ class ConsensusSection:
     max_blocks_per_term: int = 200
     max_term_ms: int = 60_000
     max_pending: int = 20_000
-    max_backlog_ms: int = 3000
-    """Apps get ``busy`` (before any signature check) while the oldest pending transaction has
-    waited longer than this (0: never); under overload, intake then keeps pace with commits."""
+    max_backlog_ms: int = 2000
+    """Apps get ``busy`` (before any signature check) once the pool holds what the network
+    committed of it over this long (at least the node's share of a full block), or its oldest
+    transaction has waited longer (0: never): a transaction taken commits within about this
+    long, and under overload intake keeps pace with commits."""
     forward_interval_ms: int = 50
     """Submitted transactions are forwarded to the leader at most this often (0: every tick):
     each message costs the leader about a millisecond beyond its transactions (measured)."""

@@ -53,7 +53,7 @@ class NodeMetrics:
         )
         self.backlog_refusals = Counter(
             "emrp2p_backlog_refusals",
-            "Submitted transactions answered busy because the pool's oldest had waited too long",
+            "Submitted transactions answered busy because the pool held its backlog (max_backlog_ms)",
             registry=r,
         )
         self.net = Gauge("emrp2p_net", "Network layer counters", ["counter"], registry=r)

@@ -52,6 +52,7 @@ from emrp2p.consensus.core import Event
 from emrp2p.crypto import Identity, verify_many
 from emrp2p.ledger.execute import Ledger
 from emrp2p.ledger.types import Block, Genesis, Tx
+from emrp2p.node.intake import Intake
 from emrp2p.node.metrics import NodeMetrics, serve_metrics
 from emrp2p.rpc.events import EventBus
 from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore, StoreError
@@ -72,6 +73,10 @@ FORWARD_ROUND_BYTES = 256 << 10
 
 CHECK_LANE = 256
 """Peer messages decoded and waiting for their transactions' signatures to be checked."""
+
+
+def _mono_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 @dataclass
@@ -99,11 +104,13 @@ class NodeSettings:
     forward_queue_bytes: int = 32 << 20
     """Forwarded-transaction messages waiting to be checked, in bytes; past it they are dropped
     (and resent by their forwarder after ``forward_retry_ms``)."""
-    max_backlog_ms: int = 3000
-    """Apps are answered ``busy``, before their transactions cost a signature check, while the
-    oldest transaction waiting in the pool has waited longer than this (0: never): past the
-    network's capacity, intake keeps pace with commits instead of checking transactions seconds
-    ahead of their turn, and apps learn at once that they must slow down."""
+    max_backlog_ms: int = 2000
+    """Apps are answered ``busy``, before their transactions cost a signature check, once the
+    pool holds what the network committed of it over this long (at least the node's share of
+    a full block), or its oldest transaction has waited longer than this (0: never; see
+    :meth:`Node.intake_room`): past the network's capacity, intake keeps pace with commits,
+    a transaction taken commits within about this long, and apps learn at once that they
+    must slow down."""
     gossip_interval_ms: int = 1000
     """The leader gossips its latest commit notice at most this often. Validators and observers
     get every notice directly from the leader; gossip reaches the nodes it has no link to,
@@ -147,6 +154,8 @@ class Node:
             self.store.close()
             raise ValueError(f"datadir {s.datadir} holds a different chain than the genesis file")
         self.core = Core(s.identity, self.ledger, self.store, s.consensus, self._now_ms())
+        share = -(-s.consensus.max_txs_per_block // max(1, len(self.core.validators())))
+        self._intake = Intake(max(1, s.max_backlog_ms), share, _mono_ms(), self.core.pool.drained)
         members = [m.node for m in self.ledger.members(self.store.state)]
         self._members = frozenset(members)
         net_cfg = s.net if s.net is not None else NetConfig(chain_id=self.chain_id.hex()[:16])
@@ -334,24 +343,40 @@ class Node:
         else:
             await trio.to_thread.run_sync(verify_many, items)
 
-    def backlog_refusal(self, count: int) -> bool:
-        """Whether ``count`` submitted transactions are to be answered busy before anything about
-        them is decoded or checked (counted if so): the oldest pending transaction has waited
-        longer than ``max_backlog_ms``, so the network commits less than it is offered."""
+    def intake_room(self, count: int) -> int:
+        """How many of ``count`` transactions submitted now to take, in order; the rest are
+        answered busy (and counted) before anything about them is decoded or checked.
+
+        With ``max_backlog_ms`` = L: the pool takes transactions while it holds fewer (not
+        counting those held back by a nonce gap) than the network committed of it over the
+        last L, at least its share of one full block (:mod:`emrp2p.node.intake`), and none
+        while its oldest has waited longer than L. Either way a transaction taken should
+        commit within about L, and past the network's capacity intake keeps pace with commits
+        instead of checking transactions seconds ahead of their turn."""
         limit = self.settings.max_backlog_ms
-        if limit and self.core.backlog_ms() > limit:
-            self.metrics.backlog_refusals.inc(count)
-            return True
-        return False
+        if not limit or count <= 0:
+            return max(count, 0)
+        pool = self.core.pool
+        if self.core.backlog_ms() > limit:
+            take = 0
+        else:
+            take = min(count, self._intake.room(_mono_ms(), pool.drained, pool.waiting()))
+        if take < count:
+            self.metrics.backlog_refusals.inc(count - take)
+        return take
 
     async def submit(self, txs: Sequence[Tx]) -> list[SubmitResult]:
-        """Local intake (RPC): stateless checks, dedupe and back-pressure happen in the core."""
+        """Local intake (RPC): what :meth:`intake_room` leaves no room for is answered busy;
+        stateless checks, dedupe and the pool's bound happen in the core."""
         if self._closing:
             from emrp2p.rpc.errors import Unavailable
 
             raise Unavailable("node is shutting down")
-        if self.backlog_refusal(len(txs)):
-            return [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs]
+        take = self.intake_room(len(txs))
+        refused = [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs[take:]]
+        if not take:
+            return refused
+        txs = txs[:take]
         await self._preverify(txs)
         reply: list[list[SubmitResult]] = []
         done = trio.Event()
@@ -361,7 +386,7 @@ class Node:
         for r in reply[0]:
             if r.status is SubmitStatus.ACCEPTED:
                 self._submit_times.setdefault(r.tx_id, now)
-        return reply[0]
+        return reply[0] + refused
 
     async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
         """Wait until the transaction commits (durably), is rejected or expires."""
@@ -437,6 +462,7 @@ class Node:
             for ev in rd.events:
                 self._on_event(ev)
             core.advance(rd)
+            self._intake.observe(_mono_ms(), core.pool.drained)
             self.metrics.pool_size.set(len(core.pool))
             self.metrics.term.set(core.term)
             self.metrics.is_leader.set(1 if core.leader == self.identity.public and core.is_validator else 0)

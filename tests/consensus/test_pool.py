@@ -72,3 +72,18 @@ def test_the_backlog_is_the_wait_of_the_oldest_transaction_that_could_go_into_a_
     assert pool.oldest_wait_ms(1000) == 0
     pool.add(a[0], 900)  # alice sends again: her parked one is a candidate once more
     assert pool.oldest_wait_ms(1000) == 900
+
+
+def test_drained_counts_the_pools_own_transactions_that_commit_and_waiting_skips_parked_ones() -> None:
+    pool = TxPool(max_pending=100, remember=100)
+    a = txs("alice", range(3))
+    b = txs("bob", range(2))
+    for tx in (a[0], a[2], b[0]):
+        pool.add(tx, 0)
+    pool.park(a[2])
+    assert (len(pool), pool.waiting()) == (3, 2)
+    pool.committed([a[0], b[0], b[1]], height=1)  # b[1] came from elsewhere: not drained from here
+    assert pool.drained == 2
+    pool.committed([a[0]], height=1)  # seen again (a sync): counted once
+    assert pool.drained == 2
+    assert (len(pool), pool.waiting()) == (1, 1)  # a[0] committing released the parked a[2]

@@ -197,6 +197,58 @@ async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_trans
             nursery.cancel_scope.cancel()
 
 
+async def test_a_pool_takes_its_share_of_a_block_until_the_network_commits_then_what_it_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room in a pool is what the network committed of it over ``max_backlog_ms``, at least the
+    node's share of a full block: past it a batch's tail is answered busy, undecoded."""
+    import dataclasses
+
+    import emrp2p.node.api as api
+    from emrp2p.codec import encode
+
+    cfg = Config(election_timeout_ms=1000, heartbeat_ms=100, min_block_interval_ms=20, max_txs_per_block=8)
+    settings = [dataclasses.replace(s, consensus=cfg, max_backlog_ms=5000) for s in _settings(tmp_path, 4)]
+    client = Identity.from_test_name("client")
+    txs = [sign_tx(client, settings[0].genesis.chain_id, k, Noop(b"%d" % k)) for k in range(60)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            alone = await nursery.start(Node(settings[0]).run)  # 1 of 4 validators: no commits
+            # Its share of an 8-transaction block among 4 validators: 2.
+            assert [r.status for r in await alone.submit(txs[:5])] == [SubmitStatus.ACCEPTED] * 2 + [
+                SubmitStatus.BUSY
+            ] * 3
+            assert alone.metrics.backlog_refusals._value.get() == 3
+            real_decode = api.decode
+            decoded: list[bytes] = []
+
+            def counting_decode(cls: type, data: bytes, **kw: object) -> object:
+                decoded.append(bytes(data))
+                return real_decode(cls, data, **kw)
+
+            monkeypatch.setattr(api, "decode", counting_decode)
+            methods = api.build_dispatcher(alone)
+            answer = await methods.call("tx.submit_many", {"txs": [encode(tx).hex() for tx in txs[2:4]]})
+            assert answer == [{"tx_id": tx.tx_id.hex(), "status": "busy"} for tx in txs[2:4]]
+            assert decoded == []
+            for s in settings[1:]:
+                await nursery.start(Node(s).run)
+            # Commits make room: what the network committed of this pool over the window.
+            taken = 2
+            most = 0
+            while taken < len(txs):
+                results = await alone.submit(txs[taken:])
+                accepted = sum(r.status is SubmitStatus.ACCEPTED for r in results)
+                assert all(r.status is SubmitStatus.BUSY for r in results[accepted:])
+                most = max(most, accepted)
+                taken += accepted
+                await trio.sleep(0.05)
+            await alone.wait_committed(txs[-1].tx_id, 30)
+            assert most > 2
+            assert alone.core.pool.drained == len(txs)
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_follower_checking_a_block_for_longer_than_the_election_timeout_keeps_its_leader(
     tmp_path: Path,
 ) -> None:
