@@ -21,9 +21,9 @@
    during the step (heights read at the step's start, after a short warm-up,
    and at its end). CPU per daemon is utime+stime from /proc over the step
    (% of one core). Between steps the pools are left to drain (not timed).
-   Stepping stops once committed tx/s grows by less than 5 % or the pool
-   answers busy. The load time the unused steps would have had then goes to
-   one long step at the best step's rate, whose committed tx/s is the peak
+   Stepping stops once committed tx/s grows by less than 5 % or busy answers
+   outnumber a tenth of the step's offered transactions. The load time the
+   unused steps would have had then goes to one long step at the best step's rate, whose committed tx/s is the peak
    reported (near the peak a round takes 0.5-1 s, so a short step sees only
    a few blocks, and the best of several noisy steps would overstate it).
    Then one more step offers half the peak for latency.
@@ -84,6 +84,10 @@ BATCH_INTERVAL = 0.02
 MAX_BATCH = 2000
 MAX_BACKOFF = 0.32
 """The longest pause after a call answered busy (seconds); it doubles from BATCH_INTERVAL."""
+BUSY_STOP = 0.1
+"""Stepping stops once busy answers outnumber this share of a step's offered transactions: a
+node's admission follows its commit rate over the last ``max_backlog_ms``, so while the load
+steps up a few busy answers are the ramp, not the network's capacity."""
 WAITERS_PER_NODE = 48
 CHUNK = 5000
 SENDERS_PER_CHUNK = 64
@@ -772,7 +776,7 @@ def main() -> None:
             print(fmt_step(f"step {i + 1}", r), flush=True)
             grew = r["committed"] >= best * 1.05
             best = max(best, r["committed"])
-            if r["busy"] or not grew or r["exhausted"]:
+            if r["busy"] > BUSY_STOP * r["offered"] * r["seconds"] or not grew or r["exhausted"]:
                 break
         peak = max(steps, key=lambda r: r["committed"])
         left = a.seconds - (len(steps) + 1) * step_s
