@@ -57,6 +57,26 @@ def test_verify_many_keeps_the_order_of_results() -> None:
     assert verify_many(items) == [n not in bad for n in range(100)]
 
 
+def test_verify_many_answers_checked_signatures_from_the_cache_and_threads_only_the_misses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import emrp2p.crypto as crypto
+
+    ids = [Identity.from_test_name(f"w{i}") for i in range(200)]
+    items = [(i.public, b"w%d" % n, i.sign(b"w%d" % n)) for n, i in enumerate(ids)]
+    assert verify_many(items[:150]) == [True] * 150
+
+    class NoThreads:
+        def map(self, *args: object) -> None:
+            raise AssertionError("a thread hand-off for signatures already checked")
+
+    monkeypatch.setattr(crypto, "_pool", NoThreads())
+    assert verify_many(items[:150]) == [True] * 150
+    # 50 misses (under the threading threshold) among hits: checked here, in order.
+    forged = items[150:199] + [(items[199][0], items[199][1], bytes(64))]
+    assert verify_many(items[:150] + forged) == [True] * 199 + [False]
+
+
 def test_a_sealed_key_opens_only_for_its_recipient() -> None:
     alice, eve = Identity.from_test_name("alice"), Identity.from_test_name("eve")
     assert box_public_key(alice.public) == alice.box_public()

@@ -137,24 +137,43 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return ok
 
 
-def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify(pk, msg, sig) for pk, msg, sig in items]
+def _check_chunk(items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
+    """Check (key, message, signature, cache key) quadruples that missed the cache."""
+    out = []
+    for pk, msg, sig, key in items:
+        ok = _check(pk, msg, sig)
+        if ok:
+            _remember(key)
+        out.append(ok)
+    return out
 
 
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | None = None) -> list[bool]:
-    """Verify a batch of (public key, message, signature); order of results matches."""
+    """Verify a batch of (public key, message, signature); order of results matches.
+
+    Cache hits are answered here; only misses are checked, split over a thread pool when
+    there are many of them (a batch already checked costs no thread hand-off)."""
     global _pool
+    known = _verified
+    keyed = [(pk, msg, sig, _cache_key(pk, msg, sig)) for pk, msg, sig in items]
+    out = [q[3] in known for q in keyed]
+    misses = [i for i, hit in enumerate(out) if not hit]
+    if not misses:
+        return out
+    todo = [keyed[i] for i in misses]
     n = threads if threads is not None else _THREADS
-    if len(items) < 64 or n <= 1:
-        return _verify_chunk(items)
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
-    step = (len(items) + n - 1) // n
-    chunks = [items[i : i + step] for i in range(0, len(items), step)]
-    out: list[bool] = []
-    for part in _pool.map(_verify_chunk, chunks):
-        out.extend(part)
+    if len(todo) < 64 or n <= 1:
+        checked = _check_chunk(todo)
+    else:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
+        step = (len(todo) + n - 1) // n
+        checked = []
+        for part in _pool.map(_check_chunk, [todo[i : i + step] for i in range(0, len(todo), step)]):
+            checked.extend(part)
+    for i, ok in zip(misses, checked, strict=True):
+        out[i] = ok
     return out
 
 
