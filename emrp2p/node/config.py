@@ -129,7 +129,7 @@ class ConsensusSection:
     max_pending: int = 20_000
     max_backlog_ms: int = 2000
     """Apps get ``busy`` (before any signature check) once the pool holds what the network
-    committed of it over this long (at least the node's share of a full block), or its oldest
+    committed of it over this long (at least its share of two full blocks), or its oldest
     transaction has waited longer (0: never): a transaction taken commits within about this
     long, and under overload intake keeps pace with commits."""
     forward_interval_ms: int = 50

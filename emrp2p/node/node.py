@@ -107,7 +107,7 @@ class NodeSettings:
     max_backlog_ms: int = 2000
     """Apps are answered ``busy``, before their transactions cost a signature check, once the
     pool holds what the network committed of it over this long (at least the node's share of
-    a full block), or its oldest transaction has waited longer than this (0: never; see
+    two full blocks), or its oldest transaction has waited longer than this (0: never; see
     :meth:`Node.intake_room`): past the network's capacity, intake keeps pace with commits,
     a transaction taken commits within about this long, and apps learn at once that they
     must slow down."""
@@ -154,7 +154,7 @@ class Node:
             self.store.close()
             raise ValueError(f"datadir {s.datadir} holds a different chain than the genesis file")
         self.core = Core(s.identity, self.ledger, self.store, s.consensus, self._now_ms())
-        share = -(-s.consensus.max_txs_per_block // max(1, len(self.core.validators())))
+        share = -(-2 * s.consensus.max_txs_per_block // max(1, len(self.core.validators())))
         self._intake = Intake(max(1, s.max_backlog_ms), share, _mono_ms(), self.core.pool.drained)
         members = [m.node for m in self.ledger.members(self.store.state)]
         self._members = frozenset(members)
@@ -349,7 +349,8 @@ class Node:
 
         With ``max_backlog_ms`` = L: the pool takes transactions while it holds fewer (not
         counting those held back by a nonce gap) than the network committed of it over the
-        last L, at least its share of one full block (:mod:`emrp2p.node.intake`), and none
+        last L, at least its share of two full blocks (one in flight, one filling: what keeps
+        blocks full; :mod:`emrp2p.node.intake`), and none
         while its oldest has waited longer than L. Either way a transaction taken should
         commit within about L, and past the network's capacity intake keeps pace with commits
         instead of checking transactions seconds ahead of their turn."""

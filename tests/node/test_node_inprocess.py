@@ -201,20 +201,20 @@ async def test_a_pool_takes_its_share_of_a_block_until_the_network_commits_then_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Room in a pool is what the network committed of it over ``max_backlog_ms``, at least the
-    node's share of a full block: past it a batch's tail is answered busy, undecoded."""
+    node's share of two full blocks: past it a batch's tail is answered busy, undecoded."""
     import dataclasses
 
     import emrp2p.node.api as api
     from emrp2p.codec import encode
 
-    cfg = Config(election_timeout_ms=1000, heartbeat_ms=100, min_block_interval_ms=20, max_txs_per_block=8)
+    cfg = Config(election_timeout_ms=1000, heartbeat_ms=100, min_block_interval_ms=20, max_txs_per_block=4)
     settings = [dataclasses.replace(s, consensus=cfg, max_backlog_ms=5000) for s in _settings(tmp_path, 4)]
     client = Identity.from_test_name("client")
     txs = [sign_tx(client, settings[0].genesis.chain_id, k, Noop(b"%d" % k)) for k in range(60)]
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             alone = await nursery.start(Node(settings[0]).run)  # 1 of 4 validators: no commits
-            # Its share of an 8-transaction block among 4 validators: 2.
+            # Its share of two 4-transaction blocks among 4 validators: 2.
             assert [r.status for r in await alone.submit(txs[:5])] == [SubmitStatus.ACCEPTED] * 2 + [
                 SubmitStatus.BUSY
             ] * 3
