@@ -129,8 +129,10 @@ def _check(public_key: bytes, message: bytes, signature: bytes) -> bool:
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True if ``signature`` is ``public_key``'s signature over ``message``."""
     key = _cache_key(public_key, message, signature)
-    if key in _verified:
-        return True
+    return key in _verified or _check_and_remember(public_key, message, signature, key)
+
+
+def _check_and_remember(public_key: bytes, message: bytes, signature: bytes, key: bytes) -> bool:
     ok = _check(public_key, message, signature)
     if ok:
         _remember(key)
@@ -139,13 +141,7 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
 
 def _check_chunk(items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
     """Check (key, message, signature, cache key) quadruples that missed the cache."""
-    out = []
-    for pk, msg, sig, key in items:
-        ok = _check(pk, msg, sig)
-        if ok:
-            _remember(key)
-        out.append(ok)
-    return out
+    return [_check_and_remember(pk, msg, sig, key) for pk, msg, sig, key in items]
 
 
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | None = None) -> list[bool]:

@@ -349,11 +349,11 @@ class Node:
 
         With ``max_backlog_ms`` = L: the pool takes transactions while it holds fewer (not
         counting those held back by a nonce gap) than the network committed of it over the
-        last L, at least its share of two full blocks (one in flight, one filling: what keeps
-        blocks full; :mod:`emrp2p.node.intake`), and none
-        while its oldest has waited longer than L. Either way a transaction taken should
-        commit within about L, and past the network's capacity intake keeps pace with commits
-        instead of checking transactions seconds ahead of their turn."""
+        last L, or than its share of two full blocks (one in flight, one filling: what keeps
+        blocks full), and none while its oldest has waited longer than L
+        (:mod:`emrp2p.node.intake`). A transaction taken should commit within about L, and
+        past the network's capacity intake keeps pace with commits instead of checking
+        transactions seconds ahead of their turn."""
         limit = self.settings.max_backlog_ms
         if not limit or count <= 0:
             return max(count, 0)
