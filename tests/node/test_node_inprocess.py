@@ -197,7 +197,7 @@ async def test_apps_are_told_busy_before_any_check_once_the_oldest_pending_trans
             nursery.cancel_scope.cancel()
 
 
-async def test_a_pool_takes_its_share_of_a_block_until_the_network_commits_then_what_it_commits(
+async def test_a_pool_takes_its_share_of_two_blocks_until_the_network_commits_then_what_it_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Room in a pool is what the network committed of it over ``max_backlog_ms``, at least the
