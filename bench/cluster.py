@@ -75,6 +75,7 @@ from procstat import cpu_pct, cpu_ticks, machine_busy, main_thread_ticks, pct, r
 
 from emrp2p.cluster import LocalCluster, NodeProcess, wait_until  # noqa: E402
 from emrp2p.genesis import load_genesis  # noqa: E402
+from emrp2p.loadgen import MIN_PAUSE, back_off, offer  # noqa: E402
 from emrp2p.rpc.client import SyncRpcClient  # noqa: E402
 from emrp2p.rpc.errors import RpcError  # noqa: E402
 
@@ -82,8 +83,6 @@ DEFAULT_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000]
 SAMPLE_EVERY = 20
 BATCH_INTERVAL = 0.02
 MAX_BATCH = 2000
-MAX_BACKOFF = 0.32
-"""The longest pause after a call answered busy (seconds); it doubles from BATCH_INTERVAL."""
 BUSY_STOP = 0.1
 """Stepping stops once busy answers outnumber this share of a step's offered transactions: a
 node's admission follows its commit rate over the last ``max_backlog_ms``, so while the load
@@ -197,7 +196,7 @@ def _submitter(conn: Any, socket_path: str, txs: list[str]) -> None:
             time.sleep(max(0.0, cmd["start_at"] - time.monotonic()))
             t0 = time.monotonic()
             end = t0 + seconds
-            backoff = BATCH_INTERVAL
+            backoff = MIN_PAUSE
             while True:
                 now = time.monotonic()
                 if now >= end:
@@ -252,28 +251,23 @@ def _requeue(retry: deque[int], refused: list[int]) -> None:
     retry.extendleft(reversed(refused))
 
 
-def _back_off(refused: list[int], backoff: float) -> float:
-    """An app told busy slows down: after a call with ``refused`` transactions it pauses
-    ``backoff``, which doubles (up to MAX_BACKOFF) while calls keep meeting busy answers and
-    is back to BATCH_INTERVAL after one that does not; returns the pause for the next call."""
-    if not refused:
-        return BATCH_INTERVAL
-    time.sleep(backoff)
-    return min(2 * backoff, MAX_BACKOFF)
+def _back_off(refused: list[int], pause: float) -> float:
+    """After a call with ``refused`` transactions, the load generator's pause
+    (``emrp2p.loadgen.back_off``); returns the pause for the next call, back to the first
+    after a call that met no busy answer."""
+    return back_off(pause) if refused else MIN_PAUSE
 
 
 def _offer_again(client: SyncRpcClient, txs: list[str], retry: deque[int], limit_s: float = 30.0) -> None:
     """Not timed, after a step: what was answered busy is offered again, in order, until taken,
     so that the next step does not start behind it (and no sender's skipped nonce holds back
     its later transactions)."""
-    backoff = BATCH_INTERVAL
     deadline = time.monotonic() + limit_s
     while retry and time.monotonic() < deadline:
         batch = [retry.popleft() for _ in range(min(len(retry), MAX_BATCH))]
-        results = client.call("tx.submit_many", {"txs": [txs[i] for i in batch]})
+        results = offer(client, [txs[i] for i in batch], busy_for=deadline - time.monotonic())
         refused = [i for i, r in zip(batch, results, strict=True) if r["status"] == "busy"]
         _requeue(retry, refused)
-        backoff = _back_off(refused, backoff)
 
 
 class Submitter:

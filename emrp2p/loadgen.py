@@ -8,6 +8,7 @@ client identities, each with its own nonce sequence.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,12 @@ from emrp2p.crypto import Identity
 from emrp2p.ledger.types import Noop, Tx, sign_tx
 from emrp2p.rpc.client import SyncRpcClient
 
-__all__ = ["TxFactory", "Submitter", "SubmitStats"]
+__all__ = ["TxFactory", "Submitter", "SubmitStats", "offer", "back_off", "MIN_PAUSE", "MAX_PAUSE"]
+
+MIN_PAUSE = 0.02
+"""The pause after a call that met ``busy`` answers (seconds); it doubles while calls keep
+meeting them, up to ``MAX_PAUSE``."""
+MAX_PAUSE = 0.32
 
 
 class TxFactory:
@@ -58,37 +64,46 @@ class SubmitStats:
                 self.invalid += 1
 
 
-class Submitter:
-    """Submits batches over one persistent RPC connection (``tx.submit_many``), as a well-behaved
-    app does: what the node answers ``busy`` is offered again, in order, after a pause that
-    doubles from ``MIN_PAUSE`` to ``MAX_PAUSE`` while calls keep meeting busy answers."""
+def back_off(pause: float) -> float:
+    """An app told busy slows down: sleep ``pause``, return the next one (doubled, at most
+    ``MAX_PAUSE``; back to ``MIN_PAUSE`` is the caller's after a call with no busy answer)."""
+    time.sleep(pause)
+    return min(2 * pause, MAX_PAUSE)
 
-    MIN_PAUSE = 0.02
-    MAX_PAUSE = 0.32
+
+def offer(
+    client: SyncRpcClient, txs: Sequence[str], *, busy_for: float, stats: SubmitStats | None = None
+) -> list[dict[str, Any]]:
+    """``tx.submit_many`` of ``txs`` (hex), as a well-behaved app calls it: what the node
+    answers busy is offered again, in order, after :func:`back_off`'s pause, until taken or
+    ``busy_for`` seconds are up. One result per transaction, in order; those still busy then
+    keep that answer (``stats`` counts every answer, busy ones each time)."""
+    results: list[dict[str, Any]] = [{}] * len(txs)
+    todo = list(range(len(txs)))
+    deadline = time.monotonic() + busy_for
+    pause = MIN_PAUSE
+    while True:
+        answers: list[dict[str, Any]] = client.call("tx.submit_many", {"txs": [txs[i] for i in todo]})
+        if stats is not None:
+            stats.add(answers)
+        for i, r in zip(todo, answers, strict=True):
+            results[i] = r
+        todo = [i for i, r in zip(todo, answers, strict=True) if r["status"] == "busy"]
+        if not todo or time.monotonic() + pause > deadline:
+            return results
+        pause = back_off(pause)
+
+
+class Submitter:
+    """Submits batches over one persistent RPC connection with :func:`offer`."""
 
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self.client = SyncRpcClient(socket_path, timeout=timeout)
         self.stats = SubmitStats()
 
     def submit(self, txs: list[Tx], *, busy_for: float = 60.0) -> list[dict[str, Any]]:
-        """One result per transaction, in order; those still answered busy after ``busy_for``
-        seconds of offering again keep that answer (``stats.busy`` counts every busy answer)."""
-        results: list[dict[str, Any]] = [{}] * len(txs)
-        todo = list(range(len(txs)))
-        deadline = time.monotonic() + busy_for
-        pause = self.MIN_PAUSE
-        while True:
-            answers: list[dict[str, Any]] = self.client.call(
-                "tx.submit_many", {"txs": [txs[i].encoded.hex() for i in todo]}
-            )
-            self.stats.add(answers)
-            for i, r in zip(todo, answers, strict=True):
-                results[i] = r
-            todo = [i for i, r in zip(todo, answers, strict=True) if r["status"] == "busy"]
-            if not todo or time.monotonic() + pause > deadline:
-                return results
-            time.sleep(pause)
-            pause = min(2 * pause, self.MAX_PAUSE)
+        """One result per transaction, in order (see :func:`offer`)."""
+        return offer(self.client, [tx.encoded.hex() for tx in txs], busy_for=busy_for, stats=self.stats)
 
     def close(self) -> None:
         self.client.close()
