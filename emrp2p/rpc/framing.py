@@ -28,11 +28,17 @@ class LineReader:
         self._eof = False
 
     async def next_line(self) -> bytes | None:
-        """The next non-blank line, or ``None`` at end of stream."""
+        """The next non-blank line, or ``None`` at end of stream.
+
+        A line already buffered (a client sending requests without waiting for answers) is
+        returned after a checkpoint, so such a client cannot keep the event loop to itself."""
+        waited = False
         while True:
             line = self._take_line()
             if line is not None:
                 if line.strip():
+                    if not waited:
+                        await trio.lowlevel.checkpoint()
                     return line
                 continue
             if self._eof:
@@ -44,6 +50,7 @@ class LineReader:
             if len(self._buf) > self._max:
                 raise LineTooLong(f"line over {self._max} bytes")
             data = await self._stream.receive_some(RECEIVE_SIZE)
+            waited = True
             if not data:
                 self._eof = True
             self._buf += data

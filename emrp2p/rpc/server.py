@@ -217,6 +217,20 @@ class _Connection:
         return await self.server.dispatcher.call(method, params)
 
     async def send(self, line: bytes) -> None:
+        if not self.send_lock.locked():
+            # An answer almost always fits in the socket's buffer: write it now, without the
+            # lock, timer and scheduler passes of the awaited path (a third of a small call's
+            # CPU); what does not fit goes that way, under the send timeout. Nothing else is
+            # being sent (that holds the lock), and nothing runs before the lock is taken.
+            try:
+                sent = os.write(self.stream.socket.fileno(), line)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:  # the client went away (EPIPE, ECONNRESET)
+                raise trio.BrokenResourceError(str(e)) from e
+            if sent == len(line):
+                return
+            line = line[sent:]
         async with self.send_lock:
             with trio.move_on_after(self.server.send_timeout) as scope:
                 await self.stream.send_all(line)

@@ -309,6 +309,10 @@ class LmdbStore:
         self._reads = _Reads(self._env)
         self._state_kv = LmdbKV(self._reads, self._state)
         self._genesis: Genesis | None = None
+        self._last_committed: Block | None = None
+        """The newest block this store committed, as it was written (committed blocks never
+        change): the head is what apps ask for most (``chain.head``), and decoding a block of
+        thousands of transactions to read its header stalls the event loop for milliseconds."""
         self._closed = False
 
     # ------------------------------------------------------------------ reads
@@ -383,6 +387,9 @@ class LmdbStore:
         return self._get(self._blocks, height_key(height))
 
     def block(self, height: int) -> Block | None:
+        last = self._last_committed
+        if last is not None and last.height == height and height <= self.committed_height():
+            return last  # (a pinned snapshot older than the write does not see it yet)
         raw = self.block_bytes(height)
         return None if raw is None else decode(Block, raw)
 
@@ -470,6 +477,8 @@ class LmdbStore:
         if batch.empty():
             return
         self._transact(lambda txn: self._apply_batch(txn, batch))
+        if batch.commit:
+            self._last_committed = batch.commit[-1].block
 
     def _transact(self, apply: Any) -> None:
         if self._closed:

@@ -13,6 +13,7 @@ import trio.testing
 from rpc_helpers import Sample, raw_client
 
 from emrp2p.rpc import (
+    Dispatcher,
     EventBus,
     RpcClient,
     RpcError,
@@ -354,3 +355,48 @@ async def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeou
                 await trio.sleep(0.01)
         while (msg := await stuck.recv()) is not None:
             assert msg["method"] in ("events", "events.dropped")
+
+
+async def test_an_answer_larger_than_the_socket_buffer_arrives_whole_and_in_order(
+    server: RpcServer, sock_path: str
+) -> None:
+    # 4.8 MB: written in part at once (what the socket takes), the rest as the client reads;
+    # the second answer waits for it.
+    async with raw_client(sock_path) as c:
+        await c.send(
+            b'{"jsonrpc":"2.0","method":"greet","params":{"name":"abcdefghij","times":300000},"id":1}\n'
+            b'{"jsonrpc":"2.0","method":"add","params":[2,3],"id":2}\n'
+        )
+        big = await c.recv()
+        assert big["id"] == 1 and big["result"] == "hello abcdefghij" * 300000
+        assert await c.recv() == {"jsonrpc": "2.0", "id": 2, "result": 5}
+
+
+async def test_a_client_pipelining_requests_does_not_keep_the_event_loop_to_itself(
+    nursery: trio.Nursery, sock_path: str
+) -> None:
+    ticks = 0
+    seen: list[int] = []
+    d = Dispatcher()
+
+    @d.method("tick")
+    async def tick() -> int:
+        seen.append(ticks)
+        return ticks
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    await nursery.start(RpcServer(sock_path, d).run)
+    async with raw_client(sock_path) as c:
+        nursery.start_soon(ticker)
+        # 200 requests in one write: the server reads them in one go, and answers each at once.
+        await c.send(b'{"jsonrpc":"2.0","method":"tick","id":1}\n' * 200)
+        for _ in range(200):
+            assert (await c.recv())["id"] == 1
+    # Other tasks ran between them (one scheduler pass per request; none if the server
+    # answered all 200 from its buffer without yielding).
+    assert len(seen) == 200 and seen[-1] - seen[0] >= 150

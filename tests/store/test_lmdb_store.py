@@ -115,6 +115,30 @@ def test_committed_blocks_are_readable_by_height_hash_and_tx(store: LmdbStore, g
     assert store.height_of(b"\x00" * 32) is None
 
 
+def test_the_head_block_is_answered_as_written_and_older_ones_from_disk(
+    store: LmdbStore, genesis: Genesis, tmp_path: Path
+) -> None:
+    chain = init(store, genesis)
+    commits = commit_n(store, chain, 2)
+    assert store.block(2) is commits[1].block  # no decode of the head (chain.head asks for it)
+    assert store.block(1) is not commits[0].block and store.block(1) == commits[0].block
+    (later,) = commit_n(store, chain, 1)
+    assert store.block(3) is later.block
+    assert store.block(2) == commits[1].block and store.block(2) is not commits[1].block
+    # A refused write (a height gap) leaves the head as it was.
+    chain.synthetic_commit()
+    _, gap = chain.synthetic_commit()
+    with pytest.raises(InconsistentWrite):
+        store.write(gap)
+    assert store.block(3) is later.block and store.block(5) is None
+    store.close()
+    reopened = LmdbStore(tmp_path / "chain")
+    try:
+        assert reopened.block(3) == later.block
+    finally:
+        reopened.close()
+
+
 def test_state_follows_the_deltas_with_none_deleting(store: LmdbStore, genesis: Genesis) -> None:
     chain = init(store, genesis)
     commit_n(store, chain, 7)
