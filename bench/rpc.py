@@ -1,6 +1,6 @@
 """What one JSON-RPC call costs the daemon: CPU and round-trip time per method, as an app sees it.
 
-    python bench/rpc.py [--nodes 4] [--calls 2000] [--block-txs 1000] [--keep]
+    python bench/rpc.py [--nodes 4] [--calls 2000] [--block-txs 1000]
 
 Real ``emrp2pd`` daemons on loopback (``emrp2p.cluster.LocalCluster``, default
 settings). First ``--block-txs`` signed transactions are submitted in one
@@ -19,7 +19,6 @@ measured with transactions the node already committed (answered
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -60,11 +59,10 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--calls", type=int, default=2000, help="calls per method (bounded: at most 100,000)")
     p.add_argument("--block-txs", type=int, default=1000, help="transactions in the head block")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = p.parse_args()
     calls = max(1, min(a.calls, 100_000))
-    folder = Path(tempfile.mkdtemp(prefix="emrp2p-rpc-bench-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="emrp2p-rpc-bench-") as tmp:
+        folder = Path(tmp)
         with LocalCluster(folder / "net", a.nodes) as cluster:
             cluster.start()
             node = cluster.nodes[0]
@@ -97,13 +95,8 @@ def main() -> int:
                     cpu, p50, p99 = measure(client, node.pid, method, params, calls)
                     figures[label] = cpu
                     print(f"{label:<32} {cpu:>13.0f} us {p50:>12.0f} us {p99:>6.0f} us")
-        print(f"rpc_cpu_us_per_call={figures['node.status']:.0f}")
-        return 0
-    finally:
-        if a.keep:
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+    print(f"rpc_cpu_us_per_call={figures['node.status']:.0f}")
+    return 0
 
 
 if __name__ == "__main__":
