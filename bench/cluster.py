@@ -382,7 +382,7 @@ def stage(txs, name, now):
             if tx.tx_id[0] < 8:
                 lives.setdefault(tx.tx_id.hex(), {}).setdefault(name, now)
 
-_submit = Node.submit
+_submit = Node.submit_admitted
 async def submit(self, txs):
     with lock:
         stage(txs, "0 submitted", time.time())
@@ -396,7 +396,7 @@ async def apply(self, blocks):
             stage([tx for tx in b.txs if self._submit_times.get(tx.tx_id) is not None], "5 committed where submitted", now)
     return await _apply(self, blocks)
 
-Node.submit = submit
+Node.submit_admitted = submit
 Node._apply = apply
 
 _decode = Node._decode

@@ -181,7 +181,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
         (or rejected / expired); otherwise as soon as the pool took it."""
         if not node.intake_room(1):
             raise Busy(BUSY_MESSAGE)
-        result = (await node.submit([_decode_tx(tx)]))[0]
+        result = (await node.submit_admitted([_decode_tx(tx)]))[0]
         _raise_for(result)
         if wait:
             return await _wait(result.tx_id, timeout)
@@ -205,7 +205,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
                 decoded.append(_decode_tx(raw_tx))
             except InvalidPayload as e:
                 bad[i] = {"tx_id": None, "status": "invalid", "code": e.code, "message": str(e)}
-        results = iter(await node.submit(decoded)) if decoded else iter(())
+        results = iter(await node.submit_admitted(decoded)) if decoded else iter(())
         return [bad[i] if i in bad else _result_json(next(results)) for i in range(take)] + refused
 
     @d.method("tx.status")

@@ -367,17 +367,21 @@ class Node:
         return take
 
     async def submit(self, txs: Sequence[Tx]) -> list[SubmitResult]:
-        """Local intake (RPC): what :meth:`intake_room` leaves no room for is answered busy;
-        stateless checks, dedupe and the pool's bound happen in the core."""
+        """Local intake: what :meth:`intake_room` leaves no room for is answered busy, the rest
+        goes to :meth:`submit_admitted`."""
+        take = self.intake_room(len(txs))
+        refused = [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs[take:]]
+        return await self.submit_admitted(txs[:take]) + refused
+
+    async def submit_admitted(self, txs: Sequence[Tx]) -> list[SubmitResult]:
+        """Transactions :meth:`intake_room` already took (the RPC methods ask it before they
+        decode anything): stateless checks, dedupe and the pool's bound happen in the core."""
         if self._closing:
             from emrp2p.rpc.errors import Unavailable
 
             raise Unavailable("node is shutting down")
-        take = self.intake_room(len(txs))
-        refused = [SubmitResult(tx.tx_id, SubmitStatus.BUSY) for tx in txs[take:]]
-        if not take:
-            return refused
-        txs = txs[:take]
+        if not txs:
+            return []
         await self._preverify(txs)
         reply: list[list[SubmitResult]] = []
         done = trio.Event()
@@ -387,7 +391,7 @@ class Node:
         for r in reply[0]:
             if r.status is SubmitStatus.ACCEPTED:
                 self._submit_times.setdefault(r.tx_id, now)
-        return reply[0] + refused
+        return reply[0]
 
     async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
         """Wait until the transaction commits (durably), is rejected or expires."""
