@@ -322,3 +322,59 @@ def test_a_transaction_gets_its_encoding_while_decoding_and_a_block_makes_its_ow
     assert isinstance(decoded, Propose)
     assert decoded.block.__dict__["encoded"] == encode(block)  # made by the canonical check, kept
     assert encode(decoded) == data
+
+
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536, 70000])
+def test_an_array_head_is_the_one_cbor2_writes(n: int) -> None:
+    from emrp2p.codec import _array_head
+
+    head = _array_head(n)
+    assert cbor2.dumps([0] * n, canonical=True) == head + b"\x00" * n
+
+
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 300])
+def test_an_array_of_transactions_is_written_from_their_bytes_exactly_as_item_by_item(n: int) -> None:
+    """A tuple of values that keep their encodings is written as one piece (the array's head,
+    then their bytes); it must be the very bytes the generic encoding writes."""
+    from emrp2p.codec import _to_prim
+    from emrp2p.consensus import ForwardTxs
+    from emrp2p.crypto import Identity
+    from emrp2p.ledger.types import Noop, sign_tx
+
+    who = Identity.from_test_name("join")
+    txs = tuple(sign_tx(who, b"c" * 32, i, Noop(i.to_bytes(3, "big"))) for i in range(n))
+    generic = cbor2.dumps([_to_prim(ForwardTxs(()))[0], [_to_prim(tx) for tx in txs]], canonical=True)
+    assert encode(ForwardTxs(txs)) == generic
+    assert decode(ForwardTxs, generic).txs == txs
+
+
+def test_bad_items_are_refused_alike_before_and_after_the_fast_paths_warm() -> None:
+    """Items of a tuple of records and members of a union go straight to their compiled
+    decoders once known; what those refuse still gets the generic path's precise error."""
+    from emrp2p.codec import OversizeValue, SchemaMismatch, UnknownType
+    from emrp2p.consensus import ForwardTxs
+    from emrp2p.crypto import Identity
+    from emrp2p.ledger.types import Noop, sign_tx
+
+    tx = sign_tx(Identity.from_test_name("warm"), b"c" * 32, 1, Noop(b"t"))
+    good = [2, tx.sender, tx.nonce, [180, b"t"], tx.signature]
+    tag = cbor2.loads(encode(ForwardTxs(())))[0]
+    bad = {
+        "short": ([2, tx.sender, tx.nonce, [180, b"t"]], SchemaMismatch),
+        "foreign item": ([20, 0, 0, b"h" * 32, tx.sender, tx.signature], UnknownType),
+        "payload over its limit": ([2, tx.sender, tx.nonce, [180, b"x" * 65], tx.signature], OversizeValue),
+        "payload not a payload": (
+            [2, tx.sender, tx.nonce, [22, tx.sender, tx.signature], tx.signature],
+            UnknownType,
+        ),
+        "payload field of the wrong type": (
+            [2, tx.sender, tx.nonce, [180, "t"], tx.signature],
+            SchemaMismatch,
+        ),
+        "tag a bool": ([True, tx.sender, tx.nonce, [180, b"t"], tx.signature], SchemaMismatch),
+    }
+    for _ in range(2):  # the first round warms the fast paths up, the second runs on them
+        assert decode(ForwardTxs, cbor2.dumps([tag, [good, good]])).txs == (tx, tx)
+        for item, error in bad.values():
+            with pytest.raises(error):
+                decode(ForwardTxs, cbor2.dumps([tag, [good, item]]))

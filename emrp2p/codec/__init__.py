@@ -266,11 +266,23 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"{where}: only tuple[X, ...] is supported")
         # On a tuple, exact_len limits each item and max_len the item count.
-        enc_item, dec_item = _converters(args[0], Limits(exact_len=limits.exact_len), where + "[]")
+        item_tp = args[0]
+        enc_item, dec_item = _converters(item_tp, Limits(exact_len=limits.exact_len), where + "[]")
         max_items = limits.max_len if limits.max_len is not None else MAX_ITEMS
 
-        def enc_tuple(v: Any) -> Any:
-            return [enc_item(x) for x in v]
+        if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp) and _keeps_encoding(item_tp):
+
+            def enc_tuple(v: Any) -> Any:
+                # Canonical CBOR nests without context: the array's head, then each item's own
+                # encoding. One piece for the whole array instead of one per item.
+                if all(type(x) is item_tp for x in v):
+                    return _Encoded(_array_head(len(v)) + b"".join([x.encoded for x in v]))
+                return [enc_item(x) for x in v]
+
+        else:
+
+            def enc_tuple(v: Any) -> Any:
+                return [enc_item(x) for x in v]
 
         def dec_tuple(v: Any) -> Any:
             if type(v) is not list:
@@ -299,6 +311,10 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
         exact_cls = tag is not None and _REGISTRY.get(tag) is tp
 
         def dec_record(v: Any) -> Any:
+            if exact_cls and type(v) is list and v and type(v[0]) is int and v[0] == tag:
+                fast = _FAST.get(base)
+                if fast is not None:
+                    return fast(v)  # an object of exactly ``base``, or the precise error
             obj = _from_prim(v)
             if exact_cls and type(obj) is not base or not isinstance(obj, base):
                 raise UnknownType(f"{where}: expected {base.__name__}, got {type(obj).__name__}")
@@ -307,11 +323,20 @@ def _converters(tp: Any, limits: Limits, where: str) -> tuple[Callable[[Any], An
         return _nested_prim, dec_record
     if isinstance(tp, type) and not dataclasses.is_dataclass(tp) and getattr(tp, "_wire_base", False):
         base2 = tp
+        known: dict[int, Callable[[Any], Any]] = {}
+        """Tag -> fast decoder of the members of the union met so far."""
 
         def dec_base(v: Any) -> Any:
+            if type(v) is list and v and type(v[0]) is int:
+                fast = known.get(v[0])
+                if fast is not None:
+                    return fast(v)
             obj = _from_prim(v)
             if not isinstance(obj, base2):
                 raise UnknownType(f"{where}: {type(obj).__name__} is not a {base2.__name__}")
+            fast = _FAST.get(type(obj))
+            if fast is not None:
+                known[v[0]] = fast
             return obj
 
         return _nested_prim, dec_base
@@ -325,6 +350,17 @@ class _Encoded:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+
+
+def _array_head(n: int) -> bytes:
+    """The canonical CBOR head of an array of ``n`` items (major type 4, shortest length)."""
+    if n < 24:
+        return bytes((0x80 + n,))
+    if n < 0x100:
+        return b"\x98" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\x99" + n.to_bytes(2, "big")
+    return b"\x9a" + n.to_bytes(4, "big")  # MAX_ITEMS bounds every array well below 2**32
 
 
 def _write_encoded(encoder: Any, value: Any) -> None:
