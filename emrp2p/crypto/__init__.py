@@ -27,6 +27,8 @@ __all__ = [
     "InvalidSignature",
     "verify",
     "verify_many",
+    "pending_checks",
+    "check_pending",
     "seal_key",
     "open_sealed_key",
     "box_public_key",
@@ -144,30 +146,48 @@ def _check_chunk(items: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[boo
     return [_check_and_remember(pk, msg, sig, key) for pk, msg, sig, key in items]
 
 
+def pending_checks(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    """The (public key, message, signature, cache key) of those of ``items`` not yet known to
+    verify: what :func:`check_pending` has to check."""
+    known = _verified
+    out = []
+    for pk, msg, sig in items:
+        key = _cache_key(pk, msg, sig)
+        if key not in known:
+            out.append((pk, msg, sig, key))
+    return out
+
+
+def check_pending(
+    todo: Sequence[tuple[bytes, bytes, bytes, bytes]], *, threads: int | None = None
+) -> list[bool]:
+    """Check what :func:`pending_checks` returned (and remember what verifies), split over a
+    thread pool when there are many."""
+    global _pool
+    n = threads if threads is not None else _THREADS
+    if len(todo) < 64 or n <= 1:
+        return _check_chunk(todo)
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
+    step = (len(todo) + n - 1) // n
+    checked: list[bool] = []
+    for part in _pool.map(_check_chunk, [todo[i : i + step] for i in range(0, len(todo), step)]):
+        checked.extend(part)
+    return checked
+
+
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]], *, threads: int | None = None) -> list[bool]:
     """Verify a batch of (public key, message, signature); order of results matches.
 
-    Cache hits are answered here; only misses are checked, split over a thread pool when
-    there are many of them (a batch already checked costs no thread hand-off)."""
-    global _pool
+    Cache hits are answered here; only misses are checked (:func:`check_pending`)."""
     known = _verified
     keyed = [(pk, msg, sig, _cache_key(pk, msg, sig)) for pk, msg, sig in items]
     out = [q[3] in known for q in keyed]
     misses = [i for i, hit in enumerate(out) if not hit]
     if not misses:
         return out
-    todo = [keyed[i] for i in misses]
-    n = threads if threads is not None else _THREADS
-    if len(todo) < 64 or n <= 1:
-        checked = _check_chunk(todo)
-    else:
-        with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
-        step = (len(todo) + n - 1) // n
-        checked = []
-        for part in _pool.map(_check_chunk, [todo[i : i + step] for i in range(0, len(todo), step)]):
-            checked.extend(part)
+    checked = check_pending([keyed[i] for i in misses], threads=threads)
     for i, ok in zip(misses, checked, strict=True):
         out[i] = ok
     return out

@@ -266,10 +266,13 @@ async def test_a_follower_checking_a_block_for_longer_than_the_election_timeout_
             checking, release = trio.Event(), trio.Event()
             checks = follower._preverify
 
-            async def slow(txs: list, inline_max: int = 16) -> None:  # type: ignore[type-arg]
+            async def slow(txs: list, inline_max: int = 16, first: tuple | None = None) -> bool:  # type: ignore[type-arg]
                 checking.set()  # only the leader's proposal brings this follower transactions
+                if first is not None:  # as a check in a worker thread does
+                    await follower._inbox_send.send(first)
                 await release.wait()
                 await checks(txs, inline_max)
+                return first is not None
 
             follower._preverify = slow  # type: ignore[method-assign]
             await leader.submit([tx])
@@ -313,6 +316,50 @@ async def test_forwarded_transactions_waiting_together_are_checked_in_one_batch(
             ("msg", sender, tuple(txs[3 * k : 3 * k + 3])) for k, sender in enumerate(senders)
         ]
         assert node._forward_bytes == 0
+    finally:
+        node.store.close()
+
+
+@pytest.mark.parametrize("unchecked", [0, 3, 40])
+async def test_a_proposal_and_the_commit_its_certificate_makes_reach_the_core_together_unless_checks_wait(
+    tmp_path: Path, unchecked: int
+) -> None:
+    """A proposal carrying its parent's certificate: when its transactions' checks are few
+    enough to run inline, the commit and the proposal reach the core as one item (one turn,
+    one store write); when they go to a worker thread, the commit goes first, not waiting."""
+    from emrp2p.consensus import CommitNotice, Propose
+    from emrp2p.crypto import pending_checks
+    from emrp2p.ledger.types import BlockHeader, Certificate, Signature, sign_block
+    from emrp2p.node.node import INLINE_VERIFY_MAX
+
+    (s,) = _settings(tmp_path, 1)
+    node = Node(s)
+    try:
+        chain_id = s.genesis.chain_id
+        client = Identity.from_test_name(f"client-{unchecked}")
+        known = [sign_tx(client, chain_id, k, Noop(b"known")) for k in range(5)]
+        fresh = [sign_tx(client, chain_id, 5 + k, Noop(b"fresh")) for k in range(unchecked)]
+        assert await node._preverify(known) is False  # inline: nothing is sent anywhere
+        leader = Identity.from_test_name("leader")
+        cert = Certificate(0, 1, b"p" * 32, (Signature(leader.public, b"s" * 64),))
+        header = BlockHeader(chain_id, 2, 0, b"p" * 32, leader.public, 5, b"r" * 32, b"s" * 32, 0, cert)
+        propose = Propose(0, sign_block(leader, header, tuple(known + fresh)))
+        node._check_send.send_nowait((leader.public, propose))
+        node._check_send.close()
+        await node._check_messages()
+        items = []
+        while True:
+            try:
+                items.append(node._inbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        notice = CommitNotice(0, cert)
+        if unchecked <= INLINE_VERIFY_MAX:
+            assert items == [("msgs", leader.public, (notice, propose))]
+        else:
+            assert items == [("msg", leader.public, notice), ("msg", leader.public, propose)]
+        sb = node.ledger.signing_bytes
+        assert pending_checks([(tx.sender, sb(tx), tx.signature) for tx in propose.block.txs]) == []
     finally:
         node.store.close()
 
@@ -376,10 +423,14 @@ async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_it
         """``node`` checks no proposal carrying ``tx_id`` until that transaction's gate opens."""
         checks = node._preverify
 
-        async def held(txs: list, inline_max: int = INLINE_VERIFY_MAX) -> None:  # type: ignore[type-arg]
-            if any(tx.tx_id == tx_id for tx in txs):
-                await gates[tx_id].wait()
+        async def held(txs: list, inline_max: int = INLINE_VERIFY_MAX, first: tuple | None = None) -> bool:  # type: ignore[type-arg]
+            if not any(tx.tx_id == tx_id for tx in txs):
+                return await checks(txs, inline_max, first)
+            if first is not None:  # a long check: as one in a worker thread does
+                await node._inbox_send.send(first)
+            await gates[tx_id].wait()
             await checks(txs, inline_max)
+            return first is not None
 
         node._preverify = held  # type: ignore[method-assign]
 
