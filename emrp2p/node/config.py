@@ -27,7 +27,7 @@ Example (``emrp2p testnet`` writes one per node)::
     max_term_ms = 60000
     max_pending = 20000
     max_backlog_ms = 2000         # apps get "busy" once the pool holds what commits in this long (0: never)
-    forward_interval_ms = 50      # forward to the leader at most this often (0: every tick)
+    forward_interval_ms = 25      # forward to the leader at most this often (0: every tick)
     forward_retry_ms = 10000
 
     [rpc]
@@ -132,7 +132,7 @@ class ConsensusSection:
     committed of it over this long (at least its share of two full blocks), or its oldest
     transaction has waited longer (0: never): a transaction taken commits within about this
     long, and under overload intake keeps pace with commits."""
-    forward_interval_ms: int = 50
+    forward_interval_ms: int = 25
     """Submitted transactions are forwarded to the leader at most this often (0: every tick):
     each message costs the leader about a millisecond beyond its transactions (measured)."""
     forward_retry_ms: int = 10_000
