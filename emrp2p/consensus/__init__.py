@@ -13,6 +13,7 @@ Driver contract
     loop:
         core.step(sender_pubkey, message)     # a Message from an authenticated peer
         core.tick(now_ms)                     # when TickSchedule says (below)
+        core.set_clock(now_ms)                # else, before stepping inputs: the time without the timers
         core.submit(txs) -> [SubmitResult]    # local intake (RPC)
         core.leader_traffic(sender, term)     # optional: a Propose arrived, stepped once checked
         core.step(sender, CommitNotice(term, cert))   # optional: that Propose's parent_cert, first
@@ -30,7 +31,10 @@ Driver contract
 nothing pending says how long it may go unticked (``quiet_ms``: until its
 heartbeat, election or poll deadline), and a driver ticks first when an input
 arrives after such a quiet spell, so the core's clock is current when it records
-whom it heard (``TickSchedule`` does this bookkeeping for both drivers). An idle
+whom it heard; between ticks it only sets the core's clock before stepping inputs,
+so that the intervals the core keeps between its own actions (forwarding,
+proposing) are exact rather than rounded up to whole ticks (``TickSchedule`` does
+this bookkeeping for both drivers). An idle
 daemon then wakes for heartbeats, not 50 times a second. The core reads the
 store only for what is durable (committed chain and state, accepted blocks and
 the hard state at construction); it never writes to it. A restart is simply a

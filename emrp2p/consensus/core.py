@@ -244,10 +244,14 @@ class TickSchedule:
         self.last_ms = now_ms
 
     def catch_up(self, core: Core, now_ms: float, core_now_ms: int, *, force: bool = False) -> None:
-        """Tick ``core`` (its clock reading ``core_now_ms``) if a tick is due, or if ``force``."""
+        """Tick ``core`` (its clock reading ``core_now_ms``) if a tick is due, or if ``force``;
+        else only set its clock. Intervals the core keeps between its own actions (forwarding,
+        proposing) are then measured exactly, not rounded up to whole ticks."""
         if force or now_ms - self.last_ms >= self.tick_ms:
             core.tick(core_now_ms)
             self.last_ms = now_ms
+        else:
+            core.set_clock(core_now_ms)
 
     def wake_at(self, core: Core) -> float:
         return self.last_ms + max(self.tick_ms, core.quiet_ms())
@@ -439,12 +443,18 @@ class Core:
         if term == self.term and sender == self._term_leader != self.me and self._leader_heard:
             self._last_heard = self._mono
 
-    def tick(self, now_ms: int) -> None:
-        """Advance time. A clock that jumps back only stops timers until it catches up."""
+    def set_clock(self, now_ms: int) -> None:
+        """Bring the core's clock to ``now_ms`` without running its timers (:meth:`tick` does
+        both): what the inputs stepped next do then sees the time as it is, not as of the
+        last tick. A clock that jumps back only stops timers until it catches up."""
         elapsed = now_ms - self.now_ms
         self.now_ms = now_ms
         if elapsed > 0:
             self._mono += elapsed
+
+    def tick(self, now_ms: int) -> None:
+        """Advance time and run the timers."""
+        self.set_clock(now_ms)
         now = self._mono
         cfg = self.cfg
         role = self.role

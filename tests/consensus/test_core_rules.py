@@ -376,6 +376,38 @@ def test_a_submission_is_forwarded_at_once_when_no_forward_went_out_within_the_i
     assert not any(isinstance(m, ForwardTxs) for _, m in core.ready().messages)
 
 
+def test_between_ticks_the_driver_sets_the_clock_so_a_forward_due_goes_out_with_the_submission() -> None:
+    """``TickSchedule.catch_up`` sets the core's clock before an input when no tick is due, so
+    an interval the core keeps (here ``forward_interval_ms``) is measured exactly: a submission
+    30 ms after the last forward goes out with it, not at the next tick (it once waited for
+    one: the core's clock only moved on ticks, so 25 ms meant 40 in practice)."""
+    from emrp2p.consensus.core import TickSchedule
+
+    net = Net(Config(forward_interval_ms=25))
+    now = net.elect()
+    leader = net.cores["a"].leader
+    follower = next(n for n in NAMES if net.ids[n].public != leader)
+    core = net.cores[follower]
+    schedule = TickSchedule(20, now)
+    client = Identity.from_test_name("client")
+
+    def at(t: int, nonce: int | None = None) -> bool:
+        """Catch up at ``t`` (and submit) as the daemon does; whether a forward went out."""
+        schedule.catch_up(core, t, t)
+        if nonce is not None:
+            core.submit([sign_tx(client, net.genesis.chain_id, nonce, Noop(b"%d" % nonce))])
+        rd = core.ready()
+        net.stores[follower].write(rd.write)
+        core.advance(rd)
+        return any(isinstance(m, ForwardTxs) for _, m in rd.messages)
+
+    assert at(now + 20, 0)  # a tick; nothing was forwarded lately: goes at once
+    assert not at(now + 30, 1)  # 10 ms after that forward: waits
+    assert not at(now + 40)  # a tick, 20 ms after it: still waits
+    assert at(now + 50, 2)  # no tick due, but 30 ms after the forward: both go now
+    assert schedule.last_ms == now + 40
+
+
 def test_a_leader_cut_off_that_syncs_a_later_terms_certified_blocks_leaves_its_term() -> None:
     """A leader isolated in its term, whose proposal nobody got, learns by block sync (and by
     nothing else) that a later term has committed blocks: it must leave its term. It once went
