@@ -269,7 +269,8 @@ class Node:
         async for sender, msg in self._to_check:
             txs = _signed_txs(msg)
             if not isinstance(msg, Propose) or msg.block.header.parent_cert is None:
-                await self._preverify(txs)
+                if txs:
+                    await self._preverify(txs)
                 await self._inbox_send.send(("msg", sender, msg))
                 continue
             notice = CommitNotice(msg.term, msg.block.header.parent_cert)
