@@ -849,6 +849,12 @@ def main() -> None:
                 f"pysyncobj x{a.nodes} (Ed25519 verify per replica, defaults): {theirs:.0f} ops/s applied on the leader;"
                 f" half peak p50 {ref['half']['p50_ms']:.0f} ms, p99 {ref['half']['p99_ms']:.0f} ms"
             )
+            if ref["flat"]["fails"]:
+                print(
+                    f"note: {ref['flat']['fails']} PySyncObj calls failed flat-out {ref['flat']['fail_reasons']}"
+                    " (leader lost or calls discarded while saturated): its figure, and the ratio, vary"
+                    " from run to run"
+                )
             print(f"ratio_vs_pysyncobj={ours / theirs:.2f}" if theirs > 0 else "ratio_vs_pysyncobj=nan")
         print(f"total wall time {time.monotonic() - t_begin:.0f} s")
         print(f"cluster_tx_per_s={ours:.0f}", flush=True)
