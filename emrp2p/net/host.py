@@ -18,16 +18,8 @@
 - No metrics channel (hazard 10), in-memory peerstore only (hazard 11).
 - :func:`guard_handler` wraps every stream handler so that nothing escapes into
   the Swarm (hazard 2).
-- Yamux credit is returned in half-window batches (go-yamux's ``sendWindowUpdate``
-  rule), not after nearly every read: py-libp2p 0.8.1's own rule writes a
-  WINDOW_UPDATE frame (one more Noise message, and one more for the peer to
-  read) for 8 reads in 10 of small messages even with ``PY_YAMUX_RELEASE_ON_READ=0``
-  (its "partial slack" branch credits any positive shortfall).
-  :func:`_release_credit` replaces that method; window growth by RTT is kept.
-- TCP reads are buffered (:func:`_buffered_read`): one socket read brings in a Noise
-  frame's length and body (py-libp2p reads them separately, each a trip through trio's
-  scheduler), 480 reads become about 200 for 200 small messages; a hop of a one-at-a-time
-  round took about 20 % less.
+- py-libp2p's per-message costs are cut where it spends them (:mod:`emrp2p.net.speedups`,
+  installed on import: locks, frame reads and writes, yamux credit, buffered TCP reads).
 """
 
 from __future__ import annotations
@@ -42,7 +34,6 @@ from libp2p.abc import IHost, INetStream, IRawConnection, ISecureConn
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.rcmgr import ResourceLimits, new_resource_manager
@@ -50,57 +41,11 @@ from libp2p.security.exceptions import HandshakeFailure
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import Yamux
 from multiaddr import Multiaddr
 
 from emrp2p.logs import get_logger
-
-
-async def _release_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
-    """go-yamux's ``sendWindowUpdate``: credit goes back once at least half the window is owed.
-
-    ``bytes_read`` is implied by ``recv_window`` (lowered as frames arrive) and the buffered
-    bytes, so it is not needed; it stays in the signature py-libp2p calls.
-    """
-    async with self.window_lock:
-        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
-        delta = self.target_recv_window - (self.recv_window + buffered)
-        if delta < self.target_recv_window // 2:
-            return
-        self.recv_window += delta
-        delta += self._apply_autotune_epoch(buffered)
-    await self.send_window_update(delta, skip_lock=True)
-
-
-YamuxStream._auto_tune_and_send_window_update = _release_credit  # type: ignore[method-assign]
-
-_READ_CHUNK = 64 << 10
-_trio_tcp_read = TrioTCPStream.read
-
-
-async def _buffered_read(self: TrioTCPStream, n: int | None = None) -> bytes:
-    """Read up to ``n`` bytes, from what an earlier socket read brought in if anything is left.
-
-    py-libp2p reads a Noise frame as a 2-byte length, then its body: two socket reads, each
-    behind a lock, each a trip through trio's scheduler. One read of up to 64 KiB instead
-    brings in the length, the body and whatever frames follow, and serves them without
-    waiting (by position: nothing is copied but the bytes handed out). Nothing else reads
-    the socket, so the stream of bytes is unchanged.
-    """
-    buf: bytes = getattr(self, "_rbuf", b"")
-    pos: int = getattr(self, "_rpos", 0)
-    if pos >= len(buf):
-        buf = await _trio_tcp_read(self, _READ_CHUNK if n is None or n < _READ_CHUNK else n)
-        pos = 0
-    end = len(buf) if n is None else min(len(buf), pos + n)
-    if end >= len(buf):
-        self._rbuf, self._rpos = b"", 0  # type: ignore[attr-defined]
-    else:
-        self._rbuf, self._rpos = buf, end  # type: ignore[attr-defined]
-    return buf if pos == 0 and end == len(buf) else buf[pos:end]
-
-
-TrioTCPStream.read = _buffered_read  # type: ignore[method-assign]
+from emrp2p.net import speedups  # noqa: F401 - installs itself on import
 
 __all__ = [
     "peer_id_of",
