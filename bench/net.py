@@ -1,10 +1,10 @@
 """What one message costs in the network layer: two processes, one small frame each way at a time.
 
-    python bench/net.py [--round-trips 3000] [--size 200] [--port 0]
+    python bench/net.py [--round-trips 3000] [--size 200]
 
 Two ``emrp2p.net.Network`` nodes (real libp2p: TCP, Noise, Yamux, our framing) run in two
-processes on 127.0.0.1, both started by this script. The first sends a frame of
-``--size`` bytes to the second, which sends it back; the next goes once the answer is in.
+processes on 127.0.0.1, both started by this script. One sends a frame of ``--size``
+bytes to the other, which sends it back; the next goes once the answer is in.
 After a warm-up it prints the round trip (median and mean) and the CPU per round trip of
 each process (utime + stime, all threads): a round trip is one message sent and one
 received by each side. Consensus traffic between hospitals is a few messages per block
@@ -54,6 +54,7 @@ def node(role: str, port_a: int, port_b: int, round_trips: int, size: int) -> No
         async with trio.open_nursery() as nursery:
             net = Network(ids[me], ("127.0.0.1", (port_a, port_b)[me]), keys, dial, gossip=False)
             await nursery.start(net.run)
+            print("listening", flush=True)  # the echo side listens before the sender dials
             with trio.fail_after(30):
                 await net.wait_connected(other)
             if me == 0:  # the echo side
@@ -111,8 +112,12 @@ def main() -> int:
         "--ports",
         ports,
     ]
-    procs = [subprocess.Popen([*common, "--role", role], stdout=subprocess.PIPE, text=True) for role in "ab"]
+    procs = [subprocess.Popen([*common, "--role", "a"], stdout=subprocess.PIPE, text=True)]
     try:
+        assert procs[0].stdout is not None
+        if procs[0].stdout.readline().strip() != "listening":
+            raise SystemExit("the echo process did not start")
+        procs.append(subprocess.Popen([*common, "--role", "b"], stdout=subprocess.PIPE, text=True))
         echo, sender = (json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in procs)
     finally:
         for proc in procs:
