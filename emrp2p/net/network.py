@@ -21,6 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from emrp2p.channels import send_eagerly
 from emrp2p.crypto import Identity
 from emrp2p.logs import get_logger, route_libp2p
 from emrp2p.net.backoff import Backoff
@@ -578,7 +579,7 @@ class Network:
                     raise FrameError("sender is no longer a member")
                 self.stats.frames_in += 1
                 self.stats.bytes_in += len(frame)
-                await self._incoming_send.send((key, frame))
+                await send_eagerly(self._incoming_send, (key, frame))
         except FrameTooLarge as e:
             self.stats.oversize_frames += 1
             log.warning("oversize frame; stream reset", peer=str(peer), error=str(e))

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 import trio
 
+from emrp2p.channels import send_eagerly
 from emrp2p.codec import CodecError, decode, encode
 from emrp2p.consensus import (
     CommitNotice,
@@ -254,8 +255,8 @@ class Node:
             if msg is None:
                 continue
             if isinstance(msg, (Propose, Heartbeat)):
-                await self._inbox_send.send(("alive", sender, msg.term))
-            await self._check_send.send((sender, msg))
+                await send_eagerly(self._inbox_send, ("alive", sender, msg.term))
+            await send_eagerly(self._check_send, (sender, msg))
 
     async def _check_messages(self) -> None:
         """Pre-verify the transactions a message carries, then hand it to the core, in order.
@@ -271,13 +272,13 @@ class Node:
             if not isinstance(msg, Propose) or msg.block.header.parent_cert is None:
                 if txs:
                     await self._preverify(txs)
-                await self._inbox_send.send(("msg", sender, msg))
+                await send_eagerly(self._inbox_send, ("msg", sender, msg))
                 continue
             notice = CommitNotice(msg.term, msg.block.header.parent_cert)
             if await self._preverify(txs, first=("msg", sender, notice)):
-                await self._inbox_send.send(("msg", sender, msg))
+                await send_eagerly(self._inbox_send, ("msg", sender, msg))
             else:
-                await self._inbox_send.send(("msgs", sender, (notice, msg)))
+                await send_eagerly(self._inbox_send, ("msgs", sender, (notice, msg)))
 
     async def _receive_forwards(self) -> None:
         """Forwarded transactions: those the pool already holds are dropped before they cost a check.
@@ -313,7 +314,7 @@ class Node:
             # and checks in another thread can use the other core meanwhile.
             await self._preverify([tx for _, msg in batch for tx in msg.txs], inline_max=0)
             for sender, msg in batch:
-                await self._inbox_send.send(("msg", sender, msg))
+                await send_eagerly(self._inbox_send, ("msg", sender, msg))
 
     def _decode(self, sender: bytes, payload: bytes) -> Message | None:
         try:
@@ -339,7 +340,7 @@ class Node:
                 log.warning("undecodable gossip dropped", origin=origin.hex()[:16], error=str(e))
                 self.metrics.bad_messages.inc()
                 continue
-            await self._inbox_send.send(("msg", origin, msg))
+            await send_eagerly(self._inbox_send, ("msg", origin, msg))
 
     async def _preverify(
         self, txs: Sequence[Tx], inline_max: int = INLINE_VERIFY_MAX, first: tuple[Any, ...] | None = None
@@ -355,7 +356,7 @@ class Node:
                 check_pending(todo)
             return False
         if first is not None:
-            await self._inbox_send.send(first)
+            await send_eagerly(self._inbox_send, first)
         await trio.to_thread.run_sync(check_pending, todo)
         return first is not None
 
@@ -401,7 +402,7 @@ class Node:
         await self._preverify(txs)
         reply: list[list[SubmitResult]] = []
         done = trio.Event()
-        await self._inbox_send.send(("submit", txs, reply, done))
+        await send_eagerly(self._inbox_send, ("submit", txs, reply, done))
         await done.wait()
         now = time.monotonic()
         for r in reply[0]:

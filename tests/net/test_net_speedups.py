@@ -16,37 +16,21 @@ from emrp2p.net import speedups
 from emrp2p.net.speedups import DATA_READ_TIMEOUT, EagerLock, EagerWriteLock
 
 
-class _Yields(trio.abc.Instrument):
-    """Counts how often a task was put back on the run queue (each time it yielded)."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.n = 0
-
-    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.n += 1
-
-
 async def test_a_free_eager_lock_is_taken_without_a_scheduling_pass() -> None:
     """A ``trio.Lock`` yields to the scheduler on every acquire; an ``EagerLock`` that nobody
     holds is taken at once."""
-    yields = _Yields(trio.lowlevel.current_task())
-    trio.lowlevel.add_instrument(yields)
-    try:
-        eager = EagerLock()
+    eager = EagerLock()
+    with trio.testing.assert_no_checkpoints():
         await eager.acquire()
-        assert yields.n == 0 and eager.locked()
-        eager.release()
+    assert eager.locked()
+    eager.release()
+    with trio.testing.assert_no_checkpoints():
         async with eager:
             pass
-        assert yields.n == 0
-        plain = trio.Lock()
+    plain = trio.Lock()
+    with trio.testing.assert_checkpoints():
         await plain.acquire()
-        assert yields.n == 1
-        plain.release()
-    finally:
-        trio.lowlevel.remove_instrument(yields)
+    plain.release()
 
 
 async def test_a_held_eager_lock_passes_to_its_oldest_waiter_first() -> None:
