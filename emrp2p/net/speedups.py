@@ -46,6 +46,7 @@ import trio
 from libp2p.io.trio import TrioTCPStream
 from libp2p.io.utils import read_exactly
 from libp2p.network.stream.net_stream import NetStream
+from libp2p.stream_muxer.rw_lock import ReadWriteLock
 from libp2p.stream_muxer.yamux import yamux as _yamux
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
@@ -79,9 +80,6 @@ class EagerLock:
 
     def locked(self) -> bool:
         return self._lock.locked()
-
-    def statistics(self) -> Any:
-        return self._lock.statistics()
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -127,6 +125,10 @@ def _install_eager_locks() -> None:
                         raise TypeError(f"{type(self).__name__}.{name} is not a trio.Lock: py-libp2p changed")
                     setattr(self, name, EagerLock())
                 if rw:
+                    if not isinstance(getattr(self, "rw_lock", None), ReadWriteLock):
+                        raise TypeError(
+                            f"{type(self).__name__}.rw_lock is not a ReadWriteLock: py-libp2p changed"
+                        )
                     self.rw_lock = EagerWriteLock()
 
             __init__._emrp2p_eager = True  # type: ignore[attr-defined]
