@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,12 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WARM_UP = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def node(role: str, port_a: int, port_b: int, round_trips: int, size: int) -> None:
@@ -101,7 +94,9 @@ def main() -> int:
         port_a, port_b = map(int, a.ports.split(","))
         node(a.role, port_a, port_b, a.round_trips, a.size)
         return 0
-    ports = f"{free_port()},{free_port()}"
+    from emrp2p.cli.testnet import free_ports
+
+    ports = ",".join(map(str, free_ports(2)))
     common = [
         sys.executable,
         __file__,
