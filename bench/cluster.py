@@ -339,21 +339,23 @@ def gc_clock(phase, info):
             add(f"garbage collection, generation {info['generation']} (wall)", time.perf_counter() - gc_start[0])
 gc.callbacks.append(gc_clock)
 
-def timed(name, fn):
+def timed(name, fn, wall_name=None):
     def wrapper(*args, **kwargs):
-        t = time.thread_time()
+        t, w = time.thread_time(), time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            dt = time.thread_time() - t
+            dt, dw = time.thread_time() - t, time.perf_counter() - w
             with lock:
                 add(name, dt)
+                if wall_name is not None:
+                    add(wall_name, dw)
     return wrapper
 
 # CPU of whichever thread runs them (signature checks run in worker threads or inline; store
 # writes in a trio worker thread, whose fsync wait is not CPU).
 crypto._check = timed("signature checks, cache misses (thread CPU)", crypto._check)
-LmdbStore.write = timed("LmdbStore.write (thread CPU)", LmdbStore.write)
+LmdbStore.write = timed("LmdbStore.write (thread CPU)", LmdbStore.write, "LmdbStore.write (wall, fsync included)")
 
 from emrp2p.consensus.core import Core
 from emrp2p.consensus.messages import BlockVote, Propose

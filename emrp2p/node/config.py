@@ -21,13 +21,13 @@ Example (``emrp2p testnet`` writes one per node)::
     heartbeat_ms = 150
     election_timeout_ms = 1000
     max_txs_per_block = 2000
-    min_block_interval_ms = 60    # the leader proposes at most this often
+    min_block_interval_ms = 40    # the leader proposes at most this often
     max_in_flight = 1             # blocks awaiting votes at once (pipelining)
     max_blocks_per_term = 200
     max_term_ms = 60000
     max_pending = 20000
     max_backlog_ms = 2000         # apps get "busy" once the pool holds what commits in this long (0: never)
-    forward_interval_ms = 25      # forward to the leader at most this often (0: every tick)
+    forward_interval_ms = 10      # forward to the leader at most this often (0: every tick)
     forward_retry_ms = 10000
 
     [rpc]
@@ -117,11 +117,13 @@ class ConsensusSection:
     heartbeat_ms: int = 150
     election_timeout_ms: int = 1000
     max_txs_per_block: int = 2000
-    min_block_interval_ms: int = 60
+    min_block_interval_ms: int = 40
     """The leader proposes at most this often. Every block costs every node a fixed amount
-    (messages, a store write and its thread hand-off, wake-ups), so blocks more frequent than a
-    round lasts cost CPU and buy no latency: against 20 ms, 60 ms took 15-20 % less CPU per node
-    at 250-500 tx/s on 4 daemons and the same or lower p50 (bench/cluster.py, measured)."""
+    (messages, store writes and their thread hand-offs, wake-ups: about 4-5 ms of CPU per node
+    on 4 daemons sharing 2 cores), so a shorter interval trades CPU for latency. With 40 ms (and
+    ``forward_interval_ms`` 10) p50 was 37 / 42 / 58 ms at 300 / 2,000 / 2,900 tx/s, against
+    57 / 74 / 90 ms with 60 ms (and 25); the peak did not change, and light load costs each node
+    a few % of a core more (bench/cluster.py, measured)."""
     max_in_flight: int = 1
     """Blocks the leader may have waiting for votes at once (pipelining)."""
     max_blocks_per_term: int = 200
@@ -132,9 +134,10 @@ class ConsensusSection:
     committed of it over this long (at least its share of two full blocks), or its oldest
     transaction has waited longer (0: never): a transaction taken commits within about this
     long, and under overload intake keeps pace with commits."""
-    forward_interval_ms: int = 25
+    forward_interval_ms: int = 10
     """Submitted transactions are forwarded to the leader at most this often (0: every tick):
-    each message costs the leader about a millisecond beyond its transactions (measured)."""
+    each message costs the leader a fixed amount beyond its transactions, and a transaction
+    waits half this long on average (20 ms put 5-8 ms on p50 against 10, measured)."""
     forward_retry_ms: int = 10_000
     """A follower forwards a pending transaction to the leader again only after this long: a
     busy leader must not be flooded with copies of what it already has."""
