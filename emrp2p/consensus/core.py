@@ -122,7 +122,10 @@ Event = TermChanged | LeaderChanged | EvidenceFound | TxRejected | TxExpired | B
 @dataclass
 class Ready:
     """What the driver must do, in this order: persist ``write``, send ``messages``,
-    then apply ``committed`` and handle ``events``; finally call ``Core.advance``."""
+    then apply ``committed`` and handle ``events``; finally call ``Core.advance``.
+
+    The messages need only the first part of ``write.split()`` durable; the commits may be
+    written after they are sent, as long as that happens before ``committed`` is applied."""
 
     write: WriteBatch
     messages: list[tuple[bytes, Message]]
@@ -534,10 +537,19 @@ class Core:
         return Ready(out.write, out.messages, out.committed, out.events)
 
     def advance(self, ready: Ready) -> None:
-        """The driver persisted ``ready.write``: forget in-memory copies the store now holds."""
-        if self.store.committed_height() >= self.committed_height:
+        """The driver persisted ``ready.write`` (its commits possibly not yet, see ``Ready``):
+        forget the in-memory copies of the commits the store now holds."""
+        stored = self.store.committed_height()
+        if stored >= self.committed_height:
             self._unflushed = {}
             self._unflushed_commits = {}
+        elif self._unflushed_commits and min(self._unflushed_commits) <= stored:
+            # Commits written behind the driver's loop: keep only those the store lacks (under
+            # steady load it is always one behind, and waiting for it to catch up would keep all).
+            self._unflushed_commits = {h: c for h, c in self._unflushed_commits.items() if h > stored}
+            self._unflushed = {}
+            for h in sorted(self._unflushed_commits):
+                self._unflushed.update(self._unflushed_commits[h].delta.writes)
 
     # ------------------------------------------------------------------ state views
 

@@ -3,10 +3,14 @@
 A single task (the *core loop*) owns the ``Core``. Everything that touches it —
 peer messages, ticks, local submissions — arrives through one inbox, so the
 loop can take all that is waiting, step the core with each, and then carry out
-the resulting ``Ready`` once: persist (one LMDB write in a worker thread, so a
-batch of votes and commits costs one fsync), send, apply. That order is the
-core's contract; acknowledgements to local apps ("committed") are given only
-after the write is durable.
+the resulting ``Ready`` once: persist what its messages promise (the votes
+and accepted blocks: one LMDB write in a worker thread, so a batch of them
+costs one fsync), send, then hand its commits to the *committer* task. Commits
+rewrite the state, its Merkle nodes and the transaction index: on a chain with
+history several times the cost of the rest, and no peer waits for them (a
+commit notice is its voters' signatures). The committer writes them in order,
+those waiting in one write, while the loop goes on; acknowledgements to local
+apps ("committed") are given only after that write is durable.
 
 Signature checks are kept off the loop's critical path: messages and
 submissions carrying signed transactions are pre-verified before they reach
@@ -48,6 +52,8 @@ from emrp2p.consensus import (
     TickSchedule,
     TxExpired,
     TxRejected,
+    TxState,
+    TxStatus,
 )
 from emrp2p.consensus.core import Event
 from emrp2p.crypto import Identity, check_pending, pending_checks
@@ -56,6 +62,7 @@ from emrp2p.ledger.types import Block, Genesis, Tx
 from emrp2p.node.intake import Intake
 from emrp2p.node.metrics import NodeMetrics, serve_metrics
 from emrp2p.rpc.events import EventBus
+from emrp2p.store.api import WriteBatch
 from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore, StoreError
 
 log = structlog.get_logger("emrp2p.node")
@@ -74,6 +81,9 @@ FORWARD_ROUND_BYTES = 256 << 10
 
 CHECK_LANE = 256
 """Peer messages decoded and waiting for their transactions' signatures to be checked."""
+
+COMMIT_LANE = 64
+"""Readies' commits waiting for the committer: past this the core loop waits for the disk."""
 
 
 def _mono_ms() -> int:
@@ -164,6 +174,9 @@ class Node:
         self.events = EventBus()
         self.metrics = NodeMetrics()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](4096)
+        self._commit_send, self._commits = trio.open_memory_channel[tuple[WriteBatch, list[Block]]](
+            COMMIT_LANE
+        )
         self._forward_send, self._forwards = trio.open_memory_channel[tuple[bytes, bytes]](math.inf)
         self._check_send, self._to_check = trio.open_memory_channel[tuple[bytes, Message]](CHECK_LANE)
         self._forward_bytes = 0
@@ -190,6 +203,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.net.run)
                 nursery.start_soon(self._core_loop)
+                nursery.start_soon(self._committer)
                 nursery.start_soon(self._receive_messages)
                 nursery.start_soon(self._check_messages)
                 nursery.start_soon(self._receive_forwards)
@@ -410,12 +424,20 @@ class Node:
                 self._submit_times.setdefault(r.tx_id, now)
         return reply[0]
 
+    def tx_status(self, tx_id: bytes) -> TxStatus:
+        """The core's answer, except that a commit the store does not hold yet is still pending:
+        apps hear "committed" only once it is durable (the committer then resolves waiters)."""
+        s = self.core.tx_status(tx_id)
+        if s.state is TxState.COMMITTED and s.height is not None and s.height > self.store.committed_height():
+            return TxStatus(TxState.PENDING)
+        return s
+
     async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
         """Wait until the transaction commits (durably), is rejected or expires."""
         w = self._waiters.get(tx_id)
         if w is None:
             w = self._waiters[tx_id] = _Waiter()
-            status = self.core.tx_status(tx_id)
+            status = self.tx_status(tx_id)
             if status.state.value != "pending":
                 self._resolve(tx_id, status.state.value, status.height, status.code)
         with trio.fail_after(timeout):
@@ -464,17 +486,8 @@ class Node:
         core = self.core
         while core.has_ready():
             rd = core.ready()
-            if not rd.write.empty():
-                try:
-                    await trio.to_thread.run_sync(self.store.write, rd.write)
-                except StoreError as e:
-                    # Nothing of this batch was written (one LMDB transaction, aborted), and nothing
-                    # it holds was sent or acknowledged yet. A validator that cannot persist its votes
-                    # must not go on: stop, and let the operator free space and restart.
-                    log.critical(
-                        "storage write failed; stopping the node", error=str(e), kind=type(e).__name__
-                    )
-                    raise
+            promises, commits = rd.write.split()
+            await self._write(promises)
             encoded: dict[int, bytes] = {}
             for dest, msg in rd.messages:
                 data = encoded.get(id(msg))
@@ -482,8 +495,8 @@ class Node:
                     data = encoded[id(msg)] = encode(msg)
                 if not self.net.send(dest, data):
                     self.metrics.send_drops.inc()
-            if rd.committed:
-                await self._apply(rd.committed)
+            if not commits.empty() or rd.committed:
+                await send_eagerly(self._commit_send, (commits, rd.committed))
             for ev in rd.events:
                 self._on_event(ev)
             core.advance(rd)
@@ -491,6 +504,50 @@ class Node:
             self.metrics.pool_size.set(len(core.pool))
             self.metrics.term.set(core.term)
             self.metrics.is_leader.set(1 if core.leader == self.identity.public and core.is_validator else 0)
+
+    async def _committer(self) -> None:
+        """Writes the core's commits in order, behind the core loop, then acknowledges them to
+        local apps. What is waiting when a write starts goes in one write (one fsync for several
+        blocks under load). On the way out, every commit handed over is still written."""
+        try:
+            while True:
+                first = await self._commits.receive()
+                with trio.CancelScope(shield=True):
+                    await self._write_commits([first])
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self._write_commits([])
+            raise
+
+    async def _write_commits(self, items: list[tuple[WriteBatch, list[Block]]]) -> None:
+        while True:
+            try:
+                items.append(self._commits.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        if not items:
+            return
+        await self._write(
+            WriteBatch(
+                commit=[c for w, _ in items for c in w.commit],
+                certify=[c for w, _ in items for c in w.certify],
+            )
+        )
+        blocks = [b for _, bs in items for b in bs]
+        if blocks:
+            await self._apply(blocks)
+
+    async def _write(self, batch: WriteBatch) -> None:
+        if batch.empty():
+            return
+        try:
+            await trio.to_thread.run_sync(self.store.write, batch)
+        except StoreError as e:
+            # Nothing of this batch was written (one LMDB transaction, aborted), and nothing
+            # that depends on it was sent or acknowledged yet. A validator that cannot persist
+            # its votes must not go on: stop, and let the operator free space and restart.
+            log.critical("storage write failed; stopping the node", error=str(e), kind=type(e).__name__)
+            raise
 
     async def _apply(self, blocks: list[Block]) -> None:
         now = time.monotonic()

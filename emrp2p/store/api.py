@@ -74,6 +74,26 @@ class WriteBatch:
             or self.certify
         )
 
+    def split(self) -> tuple[WriteBatch, WriteBatch]:
+        """This batch as two, to be written in order: what a vote or a proposal promises
+        (truncate, accept, hard state), then the commits and certificates.
+
+        A commit rewrites a block's share of the state, its Merkle nodes and the transaction
+        index: on a chain with history, several times the cost of the rest. Nothing sent to a
+        peer depends on it (a commit notice is its voters' signatures, not this node's word),
+        so a driver may send once the first part is durable and only make local apps wait for
+        the second. Either order of crash leaves a store that opens: accepted blocks above the
+        committed head are kept, and their commit is learnt again from the peers.
+        """
+        return (
+            WriteBatch(
+                truncate_accepted_from=self.truncate_accepted_from,
+                accept=self.accept,
+                hard_state=self.hard_state,
+            ),
+            WriteBatch(commit=self.commit, certify=self.certify),
+        )
+
 
 class ChainStore(Protocol):
     """Durable chain, state and consensus hard state of one node."""

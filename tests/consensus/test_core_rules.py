@@ -47,6 +47,7 @@ from emrp2p.ledger.types import (
     sign_vote,
     tx_root,
 )
+from emrp2p.store.api import WriteBatch
 from emrp2p.store.memory import MemoryStore
 
 CFG = Config()
@@ -600,3 +601,55 @@ def test_an_idle_core_names_its_next_deadline_and_a_busy_one_wants_every_tick() 
     client = Identity.from_test_name("client")
     lc.submit([sign_tx(client, net.genesis.chain_id, 0, Noop(b"x"))])
     assert lc.quiet_ms() == 0  # a transaction to propose
+
+
+def test_commits_written_behind_the_core_are_read_through_until_the_store_holds_each() -> None:
+    """A driver may write a Ready's commits after it has stepped later inputs
+    (``WriteBatch.split``). Until the store holds a commit the core reads its state through what
+    it committed in memory, and it forgets each commit as soon as the store holds that one, not
+    only once the store has caught up with all of them (under steady load it never quite does)."""
+
+    class Behind(Net):
+        held: list[WriteBatch]
+        slow: str = ""
+
+        def flush(self, name: str) -> list[tuple[bytes, Message]]:
+            if name != self.slow:
+                return super().flush(name)
+            core = self.cores[name]
+            sent: list[tuple[bytes, Message]] = []
+            while core.has_ready():
+                rd = core.ready()
+                promises, commits = rd.write.split()
+                self.stores[name].write(promises)
+                if not commits.empty():
+                    self.held.append(commits)
+                sent.extend(rd.messages)
+                core.advance(rd)
+            self.outbox[name].extend(sent)
+            return sent
+
+    net = Behind(Config(min_block_interval_ms=0))
+    net.held = []
+    net.elect()
+    net.slow = lead = net.leader_name(net.cores["a"].term)
+    core, store = net.cores[lead], net.stores[lead]
+    client = Identity.from_test_name("client")
+    chain_id = net.genesis.chain_id
+    for nonce in range(3):  # each needs the state its predecessor's block left: the nonce
+        assert core.submit([sign_tx(client, chain_id, nonce, Noop(b"x"))])[0].status is SubmitStatus.ACCEPTED
+        net.deliver_all()
+    height = core.committed_height
+    assert store.committed_height() == height - 3 and len(net.held) == 3
+    assert all(c.committed_height == height for c in net.cores.values())
+    assert net.ledger.next_nonce(core._committed_state(), client.public) == 3
+
+    store.write(net.held.pop(0))
+    core.advance(core.ready())
+    assert sorted(core._unflushed_commits) == [height - 1, height]
+    assert net.ledger.next_nonce(core._committed_state(), client.public) == 3
+    for batch in net.held:
+        store.write(batch)
+    core.advance(core.ready())
+    assert core._unflushed_commits == {} and core._unflushed == {}
+    assert net.ledger.next_nonce(store.state, client.public) == 3

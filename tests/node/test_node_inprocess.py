@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from emrp2p.crypto import Identity
 from emrp2p.ledger.types import Genesis, Member, Noop, Role, sign_tx
 from emrp2p.net import Network
 from emrp2p.node.node import Node, NodeSettings
+from emrp2p.store.api import WriteBatch
 
 
 def _settings(tmp_path: Path, n: int) -> list[NodeSettings]:
@@ -120,6 +122,58 @@ async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_c
     try:
         assert all(store.tx_height(t) is not None for t in committed)
         assert verify_chain(store).ok
+    finally:
+        store.close()
+
+
+async def test_commits_are_acknowledged_once_durable_and_a_stop_still_writes_those_handed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committer writes behind the core loop: an app hears "committed" only once the store
+    holds the block, and stopping the node still writes every commit the loop handed over."""
+    import emrp2p.node.node as node_module
+    from emrp2p.store.lmdb_store import LmdbStore
+
+    handed: list[int] = []
+    send_eagerly = node_module.send_eagerly
+
+    async def recording(channel, item):  # type: ignore[no-untyped-def]
+        if channel is node._commit_send:
+            handed.extend(b.height for b in item[1])
+        await send_eagerly(channel, item)
+
+    monkeypatch.setattr(node_module, "send_eagerly", recording)
+    (s,) = _settings(tmp_path, 1)
+    client = Identity.from_test_name("client")
+    chain_id = s.genesis.chain_id
+    node = Node(s)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            for round_ in range(20):
+                batch = [sign_tx(client, chain_id, 10 * round_ + k, Noop(b"x")) for k in range(10)]
+                await node.submit(batch)
+                for tx in batch:
+                    w = await node.wait_committed(tx.tx_id, 30)
+                    assert w.state == "committed"
+                    assert node.store.tx_height(tx.tx_id) == w.height
+            write = node.store.write
+
+            def slow_disk(batch: WriteBatch) -> None:
+                if batch.commit:
+                    time.sleep(0.05)  # in the committer's worker thread: commits queue up behind
+                write(batch)
+
+            node.store.write = slow_disk  # type: ignore[method-assign]
+            nonce = 200
+            while node._commits.statistics().current_buffer_used == 0:  # one waits for the committer
+                await node.submit([sign_tx(client, chain_id, nonce, Noop(b"y"))])
+                nonce += 1
+                assert nonce < 10_000
+            nursery.cancel_scope.cancel()
+    store = LmdbStore(s.datadir / "chain", readonly=True)
+    try:
+        assert store.committed_height() == max(handed)
     finally:
         store.close()
 

@@ -266,6 +266,36 @@ def test_truncate_drops_accepted_blocks_from_a_height_before_accepting_new_ones(
     assert store.accepted() == []
 
 
+def test_a_batch_cut_between_its_split_parts_reopens_with_what_the_first_part_promised(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    """``WriteBatch.split``: votes and accepted blocks first, commits second. A crash between the
+    two writes leaves a store that opens with the accepted blocks (the commit is learnt again
+    from the peers); writing the second part then gives what the whole batch would have."""
+    store = LmdbStore(tmp_path / "chain")
+    chain = init(store, genesis)
+    c1, _ = chain.synthetic_commit()
+    c2, _ = chain.synthetic_commit()
+    store.write(WriteBatch(accept=[c1.block]))
+    whole = WriteBatch(accept=[c2.block], commit=[c1], hard_state=b"vote:t1:h2")
+    promises, commits = whole.split()
+    assert promises == WriteBatch(accept=[c2.block], hard_state=b"vote:t1:h2")
+    assert commits == WriteBatch(commit=[c1])
+    store.write(promises)
+    store.close()  # the crash: the commits never written
+    store = LmdbStore(tmp_path / "chain")
+    try:
+        assert store.committed_height() == 0
+        assert store.accepted() == [c1.block, c2.block]
+        assert store.hard_state() == b"vote:t1:h2"
+        store.write(commits)
+        assert store.committed_height() == 1
+        assert store.accepted() == [c2.block]
+        assert dict(store.state.items(b"")) == expected_state(1)[0]
+    finally:
+        store.close()
+
+
 def test_accepting_a_block_at_a_committed_height_is_a_no_op(store: LmdbStore, genesis: Genesis) -> None:
     chain = init(store, genesis)
     (c1,) = commit_n(store, chain, 1)
