@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -422,14 +423,21 @@ def get_nonce(state: KV, sender: bytes) -> int:
     return read_int(state, nonce_key(sender))
 
 
+@functools.lru_cache(maxsize=8)
+def _decode_shared(cls: type[E], raw: bytes) -> E:
+    """``decode``, remembered: the member list and the schedule are read for every block and
+    change rarely (the decoded values are immutable, so one object can serve every reader)."""
+    return decode(cls, raw)
+
+
 def get_members(state: KV) -> tuple[Member, ...]:
-    entry = read(state, MEMBERS_KEY, MemberList)
-    return () if entry is None else entry.members
+    raw = state.get(raw_key(MEMBERS_KEY))
+    return () if raw is None else _decode_shared(MemberList, raw).members
 
 
 def get_schedule(state: KV) -> tuple[ScheduledChange, ...]:
-    entry = read(state, SCHEDULE_KEY, Schedule)
-    return () if entry is None else entry.changes
+    raw = state.get(raw_key(SCHEDULE_KEY))
+    return () if raw is None else _decode_shared(Schedule, raw).changes
 
 
 def get_proposal(state: KV, proposal_id: bytes) -> ProposalEntry | None:

@@ -574,10 +574,11 @@ class Node:
             )
         last = blocks[-1]
         self.metrics.height.set(last.height)
-        cert = self.store.certificate(last.height)
-        if cert is not None and last.header.proposer == self.identity.public:
-            self._gossip_latest = encode(CommitNotice(last.term, cert))
-            self._gossip_wake.set()
+        if last.header.proposer == self.identity.public:
+            cert = self.store.certificate(last.height)
+            if cert is not None:
+                self._gossip_latest = encode(CommitNotice(last.term, cert))
+                self._gossip_wake.set()
         members = frozenset(m.node for m in self.ledger.members(self.store.state))
         if members != self._members:
             self._members = members
