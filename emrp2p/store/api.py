@@ -82,8 +82,8 @@ class WriteBatch:
         index: on a chain with history, several times the cost of the rest. Nothing sent to a
         peer depends on it (a commit notice is its voters' signatures, not this node's word),
         so a driver may send once the first part is durable and only make local apps wait for
-        the second. Either order of crash leaves a store that opens: accepted blocks above the
-        committed head are kept, and their commit is learnt again from the peers.
+        the second. A crash between the two writes leaves a store that opens with the accepted
+        blocks above its committed head; their commit is learnt again from the peers.
         """
         return (
             WriteBatch(
