@@ -523,7 +523,7 @@ class Node:
         while True:
             try:
                 items.append(self._commits.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
+            except trio.WouldBlock:
                 break
         if not items:
             return
