@@ -355,7 +355,11 @@ def timed(name, fn, wall_name=None):
 # CPU of whichever thread runs them (signature checks run in worker threads or inline; store
 # writes in a trio worker thread, whose fsync wait is not CPU).
 crypto._check = timed("signature checks, cache misses (thread CPU)", crypto._check)
-LmdbStore.write = timed("LmdbStore.write (thread CPU)", LmdbStore.write, "LmdbStore.write (wall, fsync included)")
+_write_commits = timed("LmdbStore.write commits (thread CPU)", LmdbStore.write, "LmdbStore.write commits (wall, fsync and writer lock included)")
+_write_promises = timed("LmdbStore.write votes/accepts (thread CPU)", LmdbStore.write, "LmdbStore.write votes/accepts (wall, fsync and writer lock included)")
+def write(self, batch):
+    return (_write_commits if batch.commit else _write_promises)(self, batch)
+LmdbStore.write = write
 
 from emrp2p.consensus.core import Core
 from emrp2p.consensus.messages import BlockVote, Propose
@@ -390,16 +394,16 @@ async def submit(self, txs):
         stage(txs, "0 submitted", time.time())
     return await _submit(self, txs)
 
-_apply = Node._apply
-async def apply(self, blocks):
+_acknowledge = Node._acknowledge
+def acknowledge(self, blocks):
     now = time.time()
     with lock:
         for b in blocks:
             stage([tx for tx in b.txs if self._submit_times.get(tx.tx_id) is not None], "5 committed where submitted", now)
-    return await _apply(self, blocks)
+    return _acknowledge(self, blocks)
 
 Node.submit_admitted = submit
-Node._apply = apply
+Node._acknowledge = acknowledge
 
 _decode = Node._decode
 def decode_timed(self, sender, payload):

@@ -5,6 +5,11 @@ with its own key (``emrp2p.ledger.types.sign_tx``) and the node never sees it.
 Submitting many transactions is a JSON-RPC batch of ``tx.submit`` calls, or one
 ``tx.submit_many``. Later areas (records, consent, audit) add their own modules
 registering on the same dispatcher.
+
+"committed" (``tx.status``, ``tx.submit`` with ``wait``) is answered as soon as
+the node knows the block's certificate; the node writes the block a moment
+later. Methods that read the chain or its state first wait for that write
+(``Node.settled``), so a read that follows a "committed" answer sees the block.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     @d.method("node.status")
     async def status() -> dict[str, Any]:
         """Who this node is and what it sees: role, term, leader, heights, pool, peers."""
+        await node.settled()
         leader = core.leader
         head = core.head()
         return {
@@ -109,6 +115,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     @d.method("node.peers")
     async def peers() -> list[dict[str, Any]]:
         """Every consortium member, with its libp2p peer id and whether it is connected now."""
+        await node.settled()
         connected = set(node.net.connected_peers())
         out = []
         for m in node.ledger.members(store.state):
@@ -129,6 +136,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     @d.method("chain.head")
     async def head() -> dict[str, Any]:
         """The last committed block's header summary and its certificate."""
+        await node.settled()
         height = store.committed_height()
         block = store.block(height)
         cert = store.certificate(height)
@@ -143,6 +151,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     @d.method("chain.block")
     async def block(height: int, with_txs: bool = False, raw: bool = False) -> dict[str, Any]:
         """A committed block by height (``raw`` adds its canonical CBOR as hex)."""
+        await node.settled()
         b = store.block(height)
         if b is None:
             raise NotFound(f"no committed block at height {height}")
@@ -156,6 +165,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
     @d.method("chain.verify")
     async def verify() -> dict[str, Any]:
         """Re-verify the whole local chain from genesis (links, certificates, state roots)."""
+        await node.settled()
         report = await trio.to_thread.run_sync(verify_chain, store)
         return {
             "ok": report.ok,

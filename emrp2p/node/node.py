@@ -9,8 +9,15 @@ costs one fsync), send, then hand its commits to the *committer* task. Commits
 rewrite the state, its Merkle nodes and the transaction index: on a chain with
 history several times the cost of the rest, and no peer waits for them (a
 commit notice is its voters' signatures). The committer writes them in order,
-those waiting in one write, while the loop goes on; acknowledgements to local
-apps ("committed") are given only after that write is durable.
+those waiting in one write, while the loop goes on.
+
+Local apps hear "committed" as soon as the loop has handed a commit over, not
+after the committer's write: a certified block is final and durable already,
+since every voter wrote it before voting (and this node wrote it too, unless it
+learned the block by sync), so a crash here loses nothing that a restart does
+not learn again from its own accepted blocks or its peers. What apps read waits
+for the committer instead (``settled``): a read that follows a "committed"
+answer sees that block and its state.
 
 Signature checks are kept off the loop's critical path: messages and
 submissions carrying signed transactions are pre-verified before they reach
@@ -52,7 +59,6 @@ from emrp2p.consensus import (
     TickSchedule,
     TxExpired,
     TxRejected,
-    TxState,
     TxStatus,
 )
 from emrp2p.consensus.core import Event
@@ -185,6 +191,8 @@ class Node:
         self._closing = False
         self._gossip_latest: bytes | None = None
         self._gossip_wake = trio.Event()
+        self._stored = trio.Event()
+        """Set (and replaced) after each write of the committer."""
 
     # ------------------------------------------------------------------ clock
 
@@ -425,12 +433,14 @@ class Node:
         return reply[0]
 
     def tx_status(self, tx_id: bytes) -> TxStatus:
-        """The core's answer, except that a commit the store does not hold yet is still pending:
-        apps hear "committed" only once it is durable (the committer then resolves waiters)."""
-        s = self.core.tx_status(tx_id)
-        if s.state is TxState.COMMITTED and s.height is not None and s.height > self.store.committed_height():
-            return TxStatus(TxState.PENDING)
-        return s
+        return self.core.tx_status(tx_id)
+
+    async def settled(self) -> None:
+        """Wait until the store holds every commit the core had made when called (the committer
+        writes them a moment behind): reads of the chain and state go after this."""
+        target = self.core.committed_height
+        while self.store.committed_height() < target:
+            await self._stored.wait()
 
     async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
         """Wait until the transaction commits (durably), is rejected or expires."""
@@ -497,6 +507,7 @@ class Node:
                     self.metrics.send_drops.inc()
             if not commits.empty() or rd.committed:
                 await send_eagerly(self._commit_send, (commits, rd.committed))
+                self._acknowledge(rd.committed)
             for ev in rd.events:
                 self._on_event(ev)
             core.advance(rd)
@@ -533,6 +544,8 @@ class Node:
                 certify=[c for w, _ in items for c in w.certify],
             )
         )
+        self._stored.set()
+        self._stored = trio.Event()
         blocks = [b for _, bs in items for b in bs]
         if blocks:
             await self._apply(blocks)
@@ -549,7 +562,8 @@ class Node:
             log.critical("storage write failed; stopping the node", error=str(e), kind=type(e).__name__)
             raise
 
-    async def _apply(self, blocks: list[Block]) -> None:
+    def _acknowledge(self, blocks: list[Block]) -> None:
+        """Tell local apps (waiters, the commit latency metric) that these blocks committed."""
         now = time.monotonic()
         latency = self.metrics.commit_latency
         for block in blocks:
@@ -560,6 +574,10 @@ class Node:
                     latency.observe(now - t0)
                 if tx_id in self._waiters:
                     self._resolve(tx_id, "committed", block.height, None)
+
+    async def _apply(self, blocks: list[Block]) -> None:
+        """After the committer's write: block events, gossip of our own certificates, membership."""
+        for block in blocks:
             self.metrics.committed_txs.inc(len(block.txs))
             self.metrics.committed_blocks.inc()
             self.events.publish(

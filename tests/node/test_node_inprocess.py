@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from emrp2p.cli.testnet import free_ports
 from emrp2p.consensus import Config, SubmitStatus
@@ -126,12 +127,14 @@ async def test_a_full_disk_stops_the_node_with_a_clear_error_and_loses_nothing_c
         store.close()
 
 
-async def test_commits_are_acknowledged_once_durable_and_a_stop_still_writes_those_handed_over(
+async def test_commits_are_acknowledged_before_the_committer_writes_them_reads_wait_for_it_and_a_stop_writes_all_handed_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The committer writes behind the core loop: an app hears "committed" only once the store
-    holds the block, and stopping the node still writes every commit the loop handed over."""
+    """The committer writes behind the core loop. An app hears "committed" without waiting for
+    that write (the block is durable as accepted already), the RPC reads wait for it, and
+    stopping the node still writes every commit the loop handed over."""
     import emrp2p.node.node as node_module
+    from emrp2p.node.api import build_dispatcher
     from emrp2p.store.lmdb_store import LmdbStore
 
     handed: list[int] = []
@@ -150,22 +153,46 @@ async def test_commits_are_acknowledged_once_durable_and_a_stop_still_writes_tho
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            for round_ in range(20):
-                batch = [sign_tx(client, chain_id, 10 * round_ + k, Noop(b"x")) for k in range(10)]
-                await node.submit(batch)
-                for tx in batch:
-                    w = await node.wait_committed(tx.tx_id, 30)
-                    assert w.state == "committed"
-                    assert node.store.tx_height(tx.tx_id) == w.height
+            dispatcher = build_dispatcher(node)
             write = node.store.write
+            release = [False]
+
+            def held_disk(batch: WriteBatch) -> None:
+                while batch.commit and not release[0]:
+                    time.sleep(0.005)  # in the committer's worker thread, until the test lets go
+                write(batch)
+
+            node.store.write = held_disk  # type: ignore[method-assign]
+            tx = sign_tx(client, chain_id, 0, Noop(b"x"))
+            reads: list[dict] = []
+            try:
+                await node.submit([tx])
+                w = await node.wait_committed(tx.tx_id, 30)
+                assert w.state == "committed" and w.height is not None
+                assert node.store.committed_height() < w.height  # acknowledged before the write
+                assert node.store.accepted()[-1].height >= w.height  # but durable as accepted
+
+                async def read_block() -> None:
+                    reads.append(await dispatcher.call("chain.block", {"height": w.height}))
+
+                nursery.start_soon(read_block)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not reads  # the read waits for the committer
+            finally:
+                release[0] = True
+            with trio.fail_after(10):
+                while not reads:
+                    await trio.sleep(0.01)
+            assert reads[0]["height"] == w.height
+            assert node.store.tx_height(tx.tx_id) == w.height
 
             def slow_disk(batch: WriteBatch) -> None:
                 if batch.commit:
-                    time.sleep(0.05)  # in the committer's worker thread: commits queue up behind
+                    time.sleep(0.05)  # commits queue up behind the committer
                 write(batch)
 
             node.store.write = slow_disk  # type: ignore[method-assign]
-            nonce = 200
+            nonce = 1
             while node._commits.statistics().current_buffer_used == 0:  # one waits for the committer
                 await node.submit([sign_tx(client, chain_id, nonce, Noop(b"y"))])
                 nonce += 1
