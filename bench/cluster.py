@@ -111,7 +111,9 @@ def presign(chain_id: bytes, nodes: int, per_node: int, workers: int) -> list[li
         for c in range(chunks)
         for k in range(nodes)
     ]
-    ctx = multiprocessing.get_context("fork")
+    # Not "fork": this runs while the daemons boot, and a pool forked from a process with
+    # threads can inherit a lock held mid-operation (a worker then hung, and the bench with it).
+    ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers) as pool:
         out = pool.map(_sign_chunk, jobs, chunksize=1)
     streams: list[list[str]] = [[] for _ in range(nodes)]

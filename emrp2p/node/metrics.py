@@ -35,7 +35,7 @@ class NodeMetrics:
         self.is_leader = Gauge("emrp2p_is_leader", "1 while this node leads an established term", registry=r)
         self.commit_latency = Histogram(
             "emrp2p_commit_latency_seconds",
-            "From local submission to durable commit",
+            "From local submission to the committed answer",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -517,9 +517,10 @@ class Node:
             self.metrics.is_leader.set(1 if core.leader == self.identity.public and core.is_validator else 0)
 
     async def _committer(self) -> None:
-        """Writes the core's commits in order, behind the core loop, then acknowledges them to
-        local apps. What is waiting when a write starts goes in one write (one fsync for several
-        blocks under load). On the way out, every commit handed over is still written."""
+        """Writes the core's commits in order, behind the core loop (apps have heard of them
+        already; reads wait for this write). What is waiting when a write starts goes in one
+        write (one fsync for several blocks under load). On the way out, every commit handed
+        over is still written."""
         try:
             while True:
                 first = await self._commits.receive()
@@ -556,9 +557,11 @@ class Node:
         try:
             await trio.to_thread.run_sync(self.store.write, batch)
         except StoreError as e:
-            # Nothing of this batch was written (one LMDB transaction, aborted), and nothing
-            # that depends on it was sent or acknowledged yet. A validator that cannot persist
-            # its votes must not go on: stop, and let the operator free space and restart.
+            # Nothing of this batch was written (one LMDB transaction, aborted). Nothing that
+            # depends on a promise write was sent yet; what a failed commit write holds is on
+            # disk as accepted blocks and certified by peers, so a restart commits it again. A
+            # validator that cannot persist its votes must not go on: stop, and let the
+            # operator free space and restart.
             log.critical("storage write failed; stopping the node", error=str(e), kind=type(e).__name__)
             raise
 
