@@ -443,7 +443,7 @@ class Node:
             await self._stored.wait()
 
     async def wait_committed(self, tx_id: bytes, timeout: float) -> _Waiter:
-        """Wait until the transaction commits (durably), is rejected or expires."""
+        """Wait until the transaction commits (its block is certified), is rejected or expires."""
         w = self._waiters.get(tx_id)
         if w is None:
             w = self._waiters[tx_id] = _Waiter()
@@ -558,8 +558,8 @@ class Node:
             await trio.to_thread.run_sync(self.store.write, batch)
         except StoreError as e:
             # Nothing of this batch was written (one LMDB transaction, aborted). Nothing that
-            # depends on a promise write was sent yet; what a failed commit write holds is on
-            # disk as accepted blocks and certified by peers, so a restart commits it again. A
+            # depends on a promise write was sent yet; what a failed commit write holds is
+            # certified and on disk as accepted blocks, so a restart commits it again. A
             # validator that cannot persist its votes must not go on: stop, and let the
             # operator free space and restart.
             log.critical("storage write failed; stopping the node", error=str(e), kind=type(e).__name__)
