@@ -125,7 +125,9 @@ class Ready:
     then apply ``committed`` and handle ``events``; finally call ``Core.advance``.
 
     The messages need only the first part of ``write.split()`` durable; the commits may be
-    written after they are sent, as long as that happens before ``committed`` is applied."""
+    written after they are sent, and after ``committed`` is told to apps (a certified block is
+    durable on its voters): the core reads through its own copies of the commits until the
+    store holds them (``advance``)."""
 
     write: WriteBatch
     messages: list[tuple[bytes, Message]]

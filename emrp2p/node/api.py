@@ -223,7 +223,7 @@ def build_dispatcher(node: Node) -> Dispatcher:
         """pending / committed (with height) / rejected (with code) / expired / unknown."""
         if wait:
             return await _wait(tx_id, timeout)
-        s = node.tx_status(tx_id)
+        s = core.tx_status(tx_id)
         return _status_json(tx_id, s.state.value, s.height, s.code)
 
     return d

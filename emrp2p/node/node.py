@@ -59,7 +59,6 @@ from emrp2p.consensus import (
     TickSchedule,
     TxExpired,
     TxRejected,
-    TxStatus,
 )
 from emrp2p.consensus.core import Event
 from emrp2p.crypto import Identity, check_pending, pending_checks
@@ -432,9 +431,6 @@ class Node:
                 self._submit_times.setdefault(r.tx_id, now)
         return reply[0]
 
-    def tx_status(self, tx_id: bytes) -> TxStatus:
-        return self.core.tx_status(tx_id)
-
     async def settled(self) -> None:
         """Wait until the store holds every commit the core had made when called (the committer
         writes them a moment behind): reads of the chain and state go after this."""
@@ -447,7 +443,7 @@ class Node:
         w = self._waiters.get(tx_id)
         if w is None:
             w = self._waiters[tx_id] = _Waiter()
-            status = self.tx_status(tx_id)
+            status = self.core.tx_status(tx_id)
             if status.state.value != "pending":
                 self._resolve(tx_id, status.state.value, status.height, status.code)
         with trio.fail_after(timeout):

@@ -81,9 +81,10 @@ class WriteBatch:
         A commit rewrites a block's share of the state, its Merkle nodes and the transaction
         index: on a chain with history, several times the cost of the rest. Nothing sent to a
         peer depends on it (a commit notice is its voters' signatures, not this node's word),
-        so a driver may send once the first part is durable and only make local apps wait for
-        the second. A crash between the two writes leaves a store that opens with the accepted
-        blocks above its committed head; their commit is learnt again from the peers.
+        so a driver may send once the first part is durable and write the second behind (its
+        reads of the chain wait for it). A crash between the two writes leaves a store that
+        opens with the accepted blocks above its committed head; their commit is learnt again
+        (from the peers, or by the restarted node's own next round).
         """
         return (
             WriteBatch(
