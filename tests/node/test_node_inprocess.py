@@ -61,7 +61,9 @@ async def test_four_nodes_commit_submitted_transactions_and_agree(tmp_path: Path
             for tx in txs:
                 w = await nodes[1].wait_committed(tx.tx_id, 30)
                 assert w.state == "committed"
+            await nodes[1].settled()  # committed is answered at certification; the write may follow
             top = nodes[1].store.committed_height()
+            assert top >= 1
             while min(n.store.committed_height() for n in nodes) < top:
                 await trio.sleep(0.05)
             hashes = {n.store.block(top).block_hash for n in nodes}  # type: ignore[union-attr]
