@@ -7,11 +7,22 @@ big-endian so that byte order is height order):
 ``blocks``      height -> canonical block bytes (committed blocks, heights 1..head)
 ``block_hash``  block hash -> height
 ``certs``       height -> canonical certificate bytes
-``tx_index``    tx id -> height of the committed block holding it
+``tx_index``    tx id -> height of the committed block holding it, for blocks up to ``indexed``
 ``state``       raw ledger state keys -> values (committed state only)
 ``roots``       height -> state root after that height (0 = genesis)
 ``accepted``    height -> block bytes, accepted but not committed
-``meta``        ``genesis``, ``head`` (height, block hash, state root), ``hard_state``, ``format``
+``meta``        ``genesis``, ``head`` (height, block hash, state root), ``hard_state``, ``format``,
+                ``indexed`` (the height up to which ``tx_index`` is written)
+
+Transaction ids are hashes, so each one put into ``tx_index`` lands on its own
+B-tree page: indexed with every commit, a block of a hundred transactions
+rewrote a hundred 4 KiB pages (half of a commit's write once the index held
+~100k entries). So the index entries of recent blocks are kept in memory and
+written together, sorted, once ``INDEX_FLUSH_ENTRIES`` of them (or
+``INDEX_FLUSH_BLOCKS`` blocks) have gathered, in the transaction of a commit: a
+page then takes many entries at once. ``tx_height`` looks in memory, then in
+the table. The blocks are the log of what is not written yet: opening the store
+indexes the blocks above ``indexed`` in memory again.
 
 Every ``write`` is one LMDB write transaction committed with fsync
 (``sync=True, metasync=True``), so after a crash at any point either all of a
@@ -37,7 +48,7 @@ from typing import Any
 
 import lmdb
 
-from emrp2p.codec import decode, encode
+from emrp2p.codec import CodecError, decode, encode
 from emrp2p.ledger.types import Block, Certificate, Genesis
 from emrp2p.store.api import KV, StateDelta, WriteBatch
 
@@ -71,6 +82,12 @@ _K_GENESIS = b"genesis"
 _K_HEAD = b"head"
 _K_HARD_STATE = b"hard_state"
 _K_FORMAT = b"format"
+_K_INDEXED = b"indexed"
+
+INDEX_FLUSH_ENTRIES = 16384
+"""Transaction index entries held in memory before they are written together (~3 MB)."""
+INDEX_FLUSH_BLOCKS = 4096
+"""...or committed blocks (what opening the store re-reads at most to index them again)."""
 
 
 class StoreError(Exception):
@@ -309,11 +326,55 @@ class LmdbStore:
         self._reads = _Reads(self._env)
         self._state_kv = LmdbKV(self._reads, self._state)
         self._genesis: Genesis | None = None
+        self._unindexed: dict[bytes, int] = {}
+        """Index entries of committed blocks above ``indexed`` (tx id -> height). The writer
+        adds a commit's entries before its transaction and, after a transaction that wrote
+        them all to ``tx_index``, puts a fresh dict here; a dict once replaced never changes,
+        so a reader that took it before the swap still finds what its snapshot lacks."""
+        self._pinned_index = threading.local()
+        self._indexed = 0
+        self._tail = (0, 0)
+        """(indexed, head) that ``_unindexed`` was built for (a read-only store's check for news)."""
         self._last_committed: Block | None = None
         """The newest block this store committed, as it was written (committed blocks never
         change): the head is what apps ask for most (``chain.head``), and decoding a block of
         thousands of transactions to read its header stalls the event loop for milliseconds."""
         self._closed = False
+        try:
+            with self._env.begin() as txn:
+                head, indexed = txn.get(_K_HEAD, db=self._meta), txn.get(_K_INDEXED, db=self._meta)
+                legacy = head is not None and indexed is None
+                self._index_tail(txn)
+            if legacy and not readonly:  # written before the key existed: every block is indexed
+                self._transact(lambda t: t.put(_K_INDEXED, height_key(self._indexed), db=self._meta))
+        except BaseException:
+            self._env.close()
+            raise
+
+    def _index_tail(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Index in memory the committed blocks above ``indexed`` as ``txn`` sees them: at open,
+        and in a read-only store at each read, since another process may write the environment."""
+        raw_head = txn.get(_K_HEAD, db=self._meta)
+        if raw_head is None:
+            return
+        head = _HEAD.unpack(raw_head)[0]
+        raw = txn.get(_K_INDEXED, db=self._meta)
+        indexed = head if raw is None else _key_height(raw)
+        if (indexed, head) == self._tail:
+            return
+        if indexed == self._indexed and head >= self._tail[1]:
+            start, unindexed = self._tail[1], dict(self._unindexed)
+        else:
+            start, unindexed = indexed, {}
+        for height in range(start + 1, head + 1):
+            raw_block = txn.get(height_key(height), db=self._blocks)
+            try:
+                block = decode(Block, raw_block or b"")
+            except CodecError:
+                continue  # a damaged block indexes nothing; verify-chain names its height
+            for tx in block.txs:
+                unindexed[tx.tx_id] = height
+        self._unindexed, self._indexed, self._tail = unindexed, indexed, (indexed, head)
 
     # ------------------------------------------------------------------ reads
 
@@ -338,11 +399,15 @@ class LmdbStore:
             yield
             return
         with self._env.begin() as txn:
+            if self.readonly:
+                self._index_tail(txn)
             self._reads.pinned = txn
+            self._pinned_index.d = self._unindexed
             try:
                 yield
             finally:
                 self._reads.pinned = None
+                self._pinned_index.d = None
 
     def _get(self, db: Any, key: bytes) -> bytes | None:
         return self._reads.get(db, key)
@@ -421,6 +486,16 @@ class LmdbStore:
         return self._get(self._certs, height_key(height))
 
     def tx_height(self, tx_id: bytes) -> int | None:
+        # The dict first, then the table: a flush writes the table before it swaps the dict.
+        unindexed = getattr(self._pinned_index, "d", None)
+        if unindexed is None:
+            if self.readonly:
+                with self._env.begin() as txn:
+                    self._index_tail(txn)
+            unindexed = self._unindexed
+        height = unindexed.get(tx_id)
+        if height is not None:
+            return height
         raw = self._get(self._tx_index, tx_id)
         return None if raw is None else _key_height(raw)
 
@@ -444,7 +519,7 @@ class LmdbStore:
             committed_height=0 if raw is None else _HEAD.unpack(raw)[0],
             accepted_blocks=accepted,
             state_entries=state_entries,
-            tx_entries=tx_entries,
+            tx_entries=tx_entries + len(self._unindexed),
             file_bytes=data_file.stat().st_size if data_file.exists() else 0,
             used_bytes=(info["last_pgno"] + 1) * psize,
             map_bytes=info["map_size"],
@@ -468,6 +543,7 @@ class LmdbStore:
             self._apply_delta(txn, delta)
             txn.put(height_key(0), delta.root, db=self._roots)
             txn.put(_K_HEAD, _HEAD.pack(0, genesis.chain_id, delta.root), db=self._meta)
+            txn.put(_K_INDEXED, height_key(0), db=self._meta)
 
         self._transact(apply)
         self._genesis = genesis
@@ -476,9 +552,29 @@ class LmdbStore:
         """Apply ``batch`` in one durable transaction, in the order documented in ``store.api``."""
         if batch.empty():
             return
-        self._transact(lambda txn: self._apply_batch(txn, batch))
+        unindexed = self._unindexed
+        added = [
+            (tx.tx_id, c.block.height)
+            for c in batch.commit
+            for tx in c.block.txs
+            if tx.tx_id not in unindexed
+        ]
+        unindexed.update(added)
+        flush = bool(batch.commit) and (
+            len(unindexed) >= INDEX_FLUSH_ENTRIES
+            or batch.commit[-1].block.height - self._indexed >= INDEX_FLUSH_BLOCKS
+        )
+        try:
+            self._transact(lambda txn: self._apply_batch(txn, batch, unindexed if flush else None))
+        except BaseException:
+            for tx_id, _ in added:
+                unindexed.pop(tx_id, None)
+            raise
         if batch.commit:
             self._last_committed = batch.commit[-1].block
+            if flush:
+                self._indexed = batch.commit[-1].block.height
+                self._unindexed = {}
 
     def _transact(self, apply: Any) -> None:
         if self._closed:
@@ -515,7 +611,10 @@ class LmdbStore:
         if puts:
             txn.cursor(db=state).putmulti(puts)
 
-    def _apply_batch(self, txn: lmdb.Transaction[bytes], batch: WriteBatch) -> None:
+    def _apply_batch(
+        self, txn: lmdb.Transaction[bytes], batch: WriteBatch, flush: dict[bytes, int] | None
+    ) -> None:
+        """``flush``: the in-memory index entries to write to ``tx_index`` with this batch's commits."""
         raw_head = txn.get(_K_HEAD, db=self._meta)
         if raw_head is None:
             raise NoGenesis("init_genesis must come before any chain write")
@@ -545,8 +644,6 @@ class LmdbStore:
             hkey = height_key(height)
             txn.put(hkey, block.encoded, db=self._blocks)
             txn.put(block_hash, hkey, db=self._block_hash)
-            if block.txs:
-                txn.cursor(db=self._tx_index).putmulti([(tx.tx_id, hkey) for tx in block.txs])
             if commit.cert is not None:
                 self._check_cert(commit.cert, height, block_hash)
                 txn.put(hkey, encode(commit.cert), db=self._certs)
@@ -557,6 +654,11 @@ class LmdbStore:
 
         if batch.commit:
             txn.put(_K_HEAD, _HEAD.pack(head_height, head_hash, head_root), db=self._meta)
+            if flush is not None:
+                txn.cursor(db=self._tx_index).putmulti(
+                    sorted((tx_id, height_key(h)) for tx_id, h in flush.items())
+                )
+                txn.put(_K_INDEXED, height_key(head_height), db=self._meta)
             # Anything accepted at a committed height is settled now.
             cursor = txn.cursor(db=self._accepted)
             while cursor.first() and _key_height(cursor.key()) <= head_height:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from store_chainkit import ChainBuilder, expected_state, genesis_delta, hard_sta
 
 from emrp2p.codec import decode, encode
 from emrp2p.ledger.types import Block, Genesis
+from emrp2p.store import lmdb_store
 from emrp2p.store.api import Commit, StateDelta, WriteBatch
 from emrp2p.store.lmdb_store import (
     CHAIN_DIR,
@@ -487,3 +490,116 @@ def test_pinned_reads_see_one_snapshot_until_released(store: LmdbStore, genesis:
         assert list(store.blocks_range(1, 5)) == [store.block_bytes(1)]
     assert store.committed_height() == 2
     assert store.state.get(b"counter") == b"2"
+
+
+def _index_table(store: LmdbStore) -> dict[bytes, int]:
+    """What the ``tx_index`` table itself holds (not the entries kept in memory)."""
+    with store._env.begin() as txn:
+        return {k: int.from_bytes(v, "big") for k, v in txn.cursor(db=store._tx_index)}
+
+
+def test_index_entries_are_written_together_once_enough_gathered_and_answered_all_along(
+    store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = init(store, genesis)
+    per_block = chain.txs_per_block
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * per_block)
+    commits = commit_n(store, chain, 2)
+    assert _index_table(store) == {}  # held in memory
+    assert all(store.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+    assert store.stats().tx_entries == 2 * per_block
+    commits += commit_n(store, chain, 1)  # the third block's commit writes all three, sorted
+    table = _index_table(store)
+    assert table == {tx.tx_id: c.block.height for c in commits for tx in c.block.txs}
+    commits += commit_n(store, chain, 1)
+    assert len(_index_table(store)) == 3 * per_block
+    assert all(store.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+    assert store.stats().tx_entries == 4 * per_block
+
+
+def test_entries_not_written_yet_are_indexed_again_from_the_blocks_on_reopen(
+    tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_chain_store(tmp_path) as s:
+        chain = init(s, genesis)
+        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 2 * chain.txs_per_block)
+        commits = commit_n(s, chain, 3)  # the first two written to the table, the third not
+        assert len(_index_table(s)) == 2 * chain.txs_per_block
+    for readonly in (False, True):
+        with LmdbStore(tmp_path / CHAIN_DIR, readonly=readonly) as s:
+            assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+
+
+_READER = """
+import sys
+from emrp2p.store.lmdb_store import LmdbStore
+with LmdbStore(sys.argv[1], readonly=True) as ro:
+    print("open", flush=True)
+    ids = [bytes.fromhex(h) for h in sys.stdin.readline().split()]
+    print(*[ro.tx_height(i) for i in ids], flush=True)
+    with ro.pinned():
+        print(*[ro.tx_height(i) for i in ids], flush=True)
+"""
+
+
+def test_a_read_only_store_finds_transactions_another_process_commits_after_it_opened(
+    tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LmdbStore(tmp_path / "c") as writer:
+        chain = init(writer, genesis)
+        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 2 * chain.txs_per_block)
+        first = commit_n(writer, chain, 1)[0]
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _READER, str(tmp_path / "c")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline() == "open\n"  # it indexed block 1 in its memory
+        later = commit_n(writer, chain, 1)[0]  # blocks 1 and 2 go to the table
+        latest = commit_n(writer, chain, 1)[0]  # in the writer's memory only
+        ids = [c.block.txs[0].tx_id.hex() for c in (first, later, latest)]
+        out, _ = reader.communicate(" ".join(ids) + "\n", timeout=60)
+    assert out.splitlines() == ["1 2 3", "1 2 3"]
+
+
+def test_a_pinned_reader_keeps_finding_entries_written_to_the_table_after_its_snapshot(
+    store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = init(store, genesis)
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 2 * chain.txs_per_block)
+    first = commit_n(store, chain, 1)[0]
+    with store.pinned():  # its snapshot's table lacks block 1's entries; the flush below swaps the memory
+        commit_n(store, chain, 1)
+        assert store.tx_height(first.block.txs[0].tx_id) == 1
+    assert store.tx_height(first.block.txs[0].tx_id) == 1
+
+
+def test_a_refused_commit_leaves_no_index_entries(store: LmdbStore, genesis: Genesis) -> None:
+    chain = init(store, genesis)
+    commit_n(store, chain, 1)
+    chain.synthetic_commit()
+    gap, _ = chain.synthetic_commit()
+    with pytest.raises(InconsistentWrite):
+        store.write(WriteBatch(commit=[gap]))
+    assert all(store.tx_height(tx.tx_id) is None for tx in gap.block.txs)
+    assert store.stats().tx_entries == chain.txs_per_block
+
+
+def test_a_store_written_before_the_indexed_key_counts_every_block_as_indexed(
+    tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 1)
+    with LmdbStore(tmp_path / "c") as s:
+        chain = init(s, genesis)
+        commits = commit_n(s, chain, 2)
+    env = lmdb.open(str(tmp_path / "c"), max_dbs=12)
+    with env.begin(write=True) as txn:
+        assert txn.delete(b"indexed", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with LmdbStore(tmp_path / "c") as s:
+        assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+        commits += commit_n(s, chain, 1)
+    with LmdbStore(tmp_path / "c", readonly=True) as s:  # the key is back: block 3 is indexed again
+        assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)

@@ -14,6 +14,7 @@ from emrp2p.codec import encode
 from emrp2p.crypto import Identity
 from emrp2p.ledger import merkle
 from emrp2p.ledger.types import Certificate, Noop, Signature, sign_vote
+from emrp2p.store import lmdb_store
 from emrp2p.store.lmdb_store import CHAIN_DIR, LmdbStore
 from emrp2p.store.verify import VerifyReport, verify_chain
 
@@ -247,7 +248,8 @@ def test_tampered_committed_state_is_reported(chain: LedgerChain) -> None:
     assert "stored state differs" in report.reason
 
 
-def test_a_tampered_tx_index_is_reported(chain: LedgerChain) -> None:
+def test_a_tampered_tx_index_is_reported(chain: LedgerChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 1)  # every commit writes its entries
     build(chain, 3)
     tx_id = chain.store.block(2).txs[0].tx_id  # type: ignore[union-attr]
     reopen_after(chain, b"tx_index", tx_id, lambda old: height_key(1))
