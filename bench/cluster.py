@@ -21,7 +21,9 @@
    (heights read at the step's start, after a short warm-up, and at its end):
    the ``tx_count`` of all but the first, over the time between the first's and
    the last's header timestamps (``block_rate``). CPU per daemon is utime+stime from /proc over the step
-   (% of one core). Between steps the pools are left to drain (not timed).
+   (% of one core), and its disk writes are ``write_bytes`` from /proc/PID/io (MB/s;
+   page-cache writeback counts whole folios, so one 4 KiB LMDB page rewritten can cost a
+   large folio's worth). Between steps the pools are left to drain (not timed).
    Stepping stops once committed tx/s grows by less than 5 % or busy answers
    outnumber a tenth of the step's offered transactions. The load time the
    unused steps would have had then goes to one long step at the best step's rate, whose committed tx/s is the peak
@@ -72,7 +74,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procstat import cpu_pct, cpu_ticks, machine_busy, main_thread_ticks, pct, rss_mb  # noqa: E402
+from procstat import cpu_pct, cpu_ticks, disk_write_bytes, machine_busy, main_thread_ticks, pct, rss_mb  # noqa: E402
 
 from emrp2p.cluster import LocalCluster, NodeProcess, wait_until  # noqa: E402
 from emrp2p.genesis import load_genesis  # noqa: E402
@@ -626,6 +628,7 @@ class Bench:
         self.signal_profilers(signal.SIGUSR1)
         c0 = [cpu_ticks(p) for p in daemons]
         t0m = [main_thread_ticks(p) for p in daemons]
+        d0 = [disk_write_bytes(p) for p in daemons]
         k0 = sum(cpu_ticks(p) for p in clients)
         m0 = machine_busy()
         w0 = time.monotonic()
@@ -638,6 +641,7 @@ class Bench:
         b1, term1 = self.net_and_term()
         c1 = [cpu_ticks(p) for p in daemons]
         t1m = [main_thread_ticks(p) for p in daemons]
+        d1 = [disk_write_bytes(p) for p in daemons]
         self.signal_profilers(signal.SIGUSR2)
         k1 = sum(cpu_ticks(p) for p in clients)
         m1 = machine_busy()
@@ -679,6 +683,7 @@ class Bench:
             "exhausted": any(r["exhausted"] for r in results),
             "cpu": [cpu_pct(b - a, wall) for a, b in zip(c0, c1, strict=True)],
             "main_cpu": [cpu_pct(b - a, wall) for a, b in zip(t0m, t1m, strict=True)],
+            "disk_mb_s": [(b - a) / 1e6 / wall for a, b in zip(d0, d1, strict=True)],
             "client_cpu": cpu_pct(k1 - k0, wall),
             "others_cpu": max(0.0, cpu_machine - cpu_pct(ours, wall)),
             "drain_s": time.monotonic() - t_drain,
@@ -706,7 +711,7 @@ def fmt_step(label: str, r: dict[str, Any]) -> str:
         f" ({r['blocks']} blocks, {r['term_changes']} term changes, {r['wire_per_tx']:.0f} B sent/tx)  p50={r['p50_ms']:.0f} ms p99={r['p99_ms']:.0f} ms (n={r['samples']}, late={r['late']},"
         f" not_committed={r['not_committed']})  busy={r['busy']}  invalid={r['invalid']}"
         f"  cpu%/node={[round(x) for x in r['cpu']]} (main thread {[round(x) for x in r['main_cpu']]})  client={r['client_cpu']:.0f}%"
-        f"  others={r['others_cpu']:.0f}%  drain={r['drain_s']:.1f}s"
+        f"  others={r['others_cpu']:.0f}%  disk MB/s/node={[round(x) for x in r['disk_mb_s']]}  drain={r['drain_s']:.1f}s"
         + (f" left={r['left']}" if r["left"] else "")
         + (" EXHAUSTED" if r["exhausted"] else "")
     )

@@ -31,6 +31,19 @@ def main_thread_ticks(pid: int) -> int:
     return _stat_ticks(f"/proc/{pid}/task/{pid}/stat")
 
 
+def disk_write_bytes(pid: int) -> int:
+    """Bytes a process caused to be written to storage (``write_bytes`` of /proc/PID/io: page
+    cache writeback included, so it counts whole folios); 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
