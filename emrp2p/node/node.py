@@ -6,10 +6,10 @@ loop can take all that is waiting, step the core with each, and then carry out
 the resulting ``Ready`` once: persist what its messages promise (the votes
 and accepted blocks: one LMDB write in a worker thread, so a batch of them
 costs one fsync), send, then hand its commits to the *committer* task. Commits
-rewrite the state, its Merkle nodes and the transaction index: on a chain with
-history several times the cost of the rest, and no peer waits for them (a
-commit notice is its voters' signatures). The committer writes them in order,
-those waiting in one write, while the loop goes on.
+rewrite the state and its Merkle nodes (and now and then the transaction
+index): on a chain with history several times the cost of the rest, and no peer
+waits for them (a commit notice is its voters' signatures). The committer
+writes them in order, those waiting in one write, while the loop goes on.
 
 Local apps hear "committed" as soon as the loop has handed a commit over, not
 after the committer's write: a certified block is final and durable already,

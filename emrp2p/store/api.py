@@ -79,12 +79,12 @@ class WriteBatch:
         (truncate, accept, hard state), then the commits and certificates.
 
         A commit rewrites a block's share of the state and its Merkle nodes (and now and then
-        the transaction index): on a chain with history, several times the cost of the rest. Nothing sent to a
-        peer depends on it (a commit notice is its voters' signatures, not this node's word),
-        so a driver may send once the first part is durable and write the second behind (its
-        reads of the chain wait for it). A crash between the two writes leaves a store that
-        opens with the accepted blocks above its committed head; their commit is learnt again
-        (from the peers, or by the restarted node's own next round).
+        the transaction index): on a chain with history, several times the cost of the rest.
+        Nothing sent to a peer depends on it (a commit notice is its voters' signatures, not
+        this node's word), so a driver may send once the first part is durable and write the
+        second behind (its reads of the chain wait for it). A crash between the two writes
+        leaves a store that opens with the accepted blocks above its committed head; their
+        commit is learnt again (from the peers, or by the restarted node's own next round).
         """
         return (
             WriteBatch(

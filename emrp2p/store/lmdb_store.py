@@ -333,8 +333,8 @@ class LmdbStore:
         so a reader that took it before the swap still finds what its snapshot lacks."""
         self._pinned_index = threading.local()
         self._indexed = 0
-        self._tail = (0, 0)
-        """(indexed, head) that ``_unindexed`` was built for (a read-only store's check for news)."""
+        self._indexed_to = 0
+        """The head ``_unindexed`` was built up to (a read-only store's check for news)."""
         self._last_committed: Block | None = None
         """The newest block this store committed, as it was written (committed blocks never
         change): the head is what apps ask for most (``chain.head``), and decoding a block of
@@ -342,28 +342,27 @@ class LmdbStore:
         self._closed = False
         try:
             with self._env.begin() as txn:
-                head, indexed = txn.get(_K_HEAD, db=self._meta), txn.get(_K_INDEXED, db=self._meta)
-                legacy = head is not None and indexed is None
-                self._index_tail(txn)
-            if legacy and not readonly:  # written before the key existed: every block is indexed
+                legacy = self._index_tail(txn)
+            if legacy and not readonly:
                 self._transact(lambda t: t.put(_K_INDEXED, height_key(self._indexed), db=self._meta))
         except BaseException:
             self._env.close()
             raise
 
-    def _index_tail(self, txn: lmdb.Transaction[bytes]) -> None:
+    def _index_tail(self, txn: lmdb.Transaction[bytes]) -> bool:
         """Index in memory the committed blocks above ``indexed`` as ``txn`` sees them: at open,
-        and in a read-only store at each read, since another process may write the environment."""
+        and in a read-only store at each read, since another process may write the environment.
+        True for a store written before the ``indexed`` key existed (every block is indexed)."""
         raw_head = txn.get(_K_HEAD, db=self._meta)
         if raw_head is None:
-            return
+            return False
         head = _HEAD.unpack(raw_head)[0]
         raw = txn.get(_K_INDEXED, db=self._meta)
         indexed = head if raw is None else _key_height(raw)
-        if (indexed, head) == self._tail:
-            return
-        if indexed == self._indexed and head >= self._tail[1]:
-            start, unindexed = self._tail[1], dict(self._unindexed)
+        if indexed == self._indexed and head == self._indexed_to:
+            return raw is None
+        if indexed == self._indexed and head > self._indexed_to:
+            start, unindexed = self._indexed_to, dict(self._unindexed)
         else:
             start, unindexed = indexed, {}
         for height in range(start + 1, head + 1):
@@ -374,7 +373,8 @@ class LmdbStore:
                 continue  # a damaged block indexes nothing; verify-chain names its height
             for tx in block.txs:
                 unindexed[tx.tx_id] = height
-        self._unindexed, self._indexed, self._tail = unindexed, indexed, (indexed, head)
+        self._unindexed, self._indexed, self._indexed_to = unindexed, indexed, head
+        return raw is None
 
     # ------------------------------------------------------------------ reads
 
