@@ -382,7 +382,7 @@ def _hop_key(msg, dest):
     return None
 
 # The life of one transaction in 32 (by its id): first time each stage is seen on any node.
-from emrp2p.consensus.messages import ForwardTxs
+from emrp2p.consensus.messages import ForwardTxs, ProposeCompact
 from emrp2p.node.node import Node
 lives = {}
 
@@ -412,8 +412,9 @@ Node._acknowledge = acknowledge
 _decode = Node._decode
 def decode_timed(self, sender, payload):
     msg = _decode(self, sender, payload)
-    if type(msg) is Propose:
-        key = _hop_key(msg, self.identity.public)
+    if type(msg) is Propose or type(msg) is ProposeCompact:
+        h = msg.block.header if type(msg) is Propose else msg.header
+        key = f"propose {self.identity.public.hex()[:8]} {h.height} {h.block_hash.hex()[:8]}"
         with lock:
             hops.setdefault("arrived", {}).setdefault(key, time.time())
     return msg

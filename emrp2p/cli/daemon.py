@@ -73,6 +73,8 @@ def node_settings(cfg: NodeConfig) -> NodeSettings:
         net=net_config(cfg, genesis.chain_id),
         max_backlog_ms=c.max_backlog_ms,
         gossip_interval_ms=cfg.p2p.gossip_interval_ms,
+        compact_proposals=cfg.p2p.compact_proposals,
+        relay_interval_ms=cfg.p2p.relay_interval_ms,
         rpc_socket=cfg.socket_path,
         rpc_mode=cfg.rpc.mode or None,
         rpc_group=cfg.rpc.group or None,

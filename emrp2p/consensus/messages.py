@@ -27,6 +27,9 @@ __all__ = [
     "SyncRequest",
     "SyncResponse",
     "ForwardTxs",
+    "ShareTxs",
+    "ProposeCompact",
+    "ProposalWanted",
     "HardState",
     "Evidence",
     "VoteEquivocation",
@@ -161,6 +164,38 @@ class ForwardTxs(Message):
     """Pending transactions handed to the leader by the node where they were submitted."""
 
     txs: tuple[Tx, ...] = field(default=(), metadata={"limits": Limits(max_len=10_000)})
+
+
+# -- between validators' drivers, never stepped by a core: compact proposals (emrp2p.node.compact)
+
+
+@wire(212)
+@dataclass(frozen=True)
+class ShareTxs(Message):
+    """Transactions a validator's apps submitted, shared with the validators other than the
+    leader (which gets them forwarded), so that a proposal can name them by id."""
+
+    txs: tuple[Tx, ...] = field(default=(), metadata={"limits": Limits(max_len=10_000)})
+
+
+@wire(213)
+@dataclass(frozen=True)
+class ProposeCompact(Message):
+    """A ``Propose`` whose block names its transactions by id; the receiver fills them in from
+    what it was shared or holds, or asks for the whole proposal (``ProposalWanted``)."""
+
+    term: NonNeg
+    header: BlockHeader
+    signature: Sig
+    tx_ids: tuple[Hash, ...] = field(default=(), metadata={"limits": Limits(max_len=100_000)})
+
+
+@wire(214)
+@dataclass(frozen=True)
+class ProposalWanted(Message):
+    """Send me the whole proposal of this block: a compact one named transactions I lack."""
+
+    block_hash: Hash
 
 
 @wire(220)

@@ -91,6 +91,10 @@ class TxPool:
     def __contains__(self, tx_id: bytes) -> bool:
         return tx_id in self._pending
 
+    def get(self, tx_id: bytes) -> Tx | None:
+        p = self._pending.get(tx_id)
+        return None if p is None else p.tx
+
     def status(self, tx_id: bytes) -> TxStatus:
         if tx_id in self._pending:
             return TxStatus(TxState.PENDING)

@@ -13,6 +13,8 @@ Example (``emrp2p testnet`` writes one per node)::
     port = 7701
     max_frame = 8388608           # bytes; larger frames reset the stream
     gossip_interval_ms = 1000     # newest commit notice gossiped at most this often
+    compact_proposals = true      # the leader relays pending transactions; proposals carry their ids
+    relay_interval_ms = 20        # the leader relays at most this often (and before each proposal)
     handshake_burst = 30          # failed inbound handshakes one address may make at once,
     handshake_refill_per_s = 2.0  # then per second; past that it is cut off before the handshake
     peers = [ { key = "<hex>", addr = "/ip4/127.0.0.1/tcp/7702/p2p/<peer id>" } ]
@@ -105,6 +107,12 @@ class P2pSection:
     gossip_interval_ms: int = 1000
     """The leader gossips its newest commit notice at most this often (members also get each
     notice directly; gossip is for nodes without a link to the leader)."""
+    compact_proposals: bool = True
+    """The leader relays pending transactions to the other validators as they come, and sends
+    new proposals with transaction ids instead of transactions: followers check signatures
+    while transactions wait for a block, not while a round waits (emrp2p.node.compact)."""
+    relay_interval_ms: int = 20
+    """The leader relays what entered its pool at most this often, and before each proposal."""
     handshake_burst: int = 30
     handshake_refill_per_s: float = 2.0
     """Failed inbound handshakes (strangers, broken handshakes) one source address may make at
@@ -271,6 +279,8 @@ def validate(cfg: NodeConfig) -> None:
         raise ConfigError("consensus.max_backlog_ms must not be negative")
     if c.max_txs_per_block < 1 or c.max_pending < 1:
         raise ConfigError("consensus.max_txs_per_block and max_pending must be at least 1")
+    if cfg.p2p.relay_interval_ms < 0:
+        raise ConfigError("p2p.relay_interval_ms must not be negative")
     if cfg.p2p.handshake_burst < 1 or cfg.p2p.handshake_refill_per_s <= 0:
         raise ConfigError("p2p.handshake_burst must be at least 1 and handshake_refill_per_s above 0")
     for p in cfg.p2p.peers:

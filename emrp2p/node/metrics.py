@@ -51,6 +51,13 @@ class NodeMetrics:
             "Forwarded transaction batches dropped because intake was full (the forwarder retries)",
             registry=r,
         )
+        self.compact_proposals = Counter(
+            "emrp2p_compact_proposals",
+            "Compact proposals received: filled in from relayed and pooled transactions, or asked "
+            "for whole (some were missing)",
+            ["outcome"],
+            registry=r,
+        )
         self.backlog_refusals = Counter(
             "emrp2p_backlog_refusals",
             "Submitted transactions answered busy because the pool held its backlog (max_backlog_ms)",

@@ -25,7 +25,10 @@ the inbox (in a worker thread for a large batch, as libsodium releases the GIL;
 inline for a few signatures, where a thread hand-off costs more than the
 checks), which fills the process-wide verified-signature cache that the core
 then hits. Transactions forwarded by other members take a lane of their own, so
-that proposals and votes never queue behind their checks.
+that proposals and votes never queue behind their checks. The leader relays what
+enters its pool to the other validators ahead of its proposals, which then name
+their transactions by id (:mod:`emrp2p.node.compact`): followers check the
+signatures while transactions wait for a block, in a lane of their own too.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ from emrp2p.consensus import (
     TxRejected,
 )
 from emrp2p.consensus.core import Event
+from emrp2p.consensus.messages import ProposalWanted, ProposeCompact, ShareTxs
 from emrp2p.crypto import Identity, check_pending, pending_checks
 from emrp2p.ledger.execute import Ledger
 from emrp2p.ledger.types import Block, Genesis, Tx
+from emrp2p.node.compact import CompactRelay
 from emrp2p.node.intake import Intake
 from emrp2p.node.metrics import NodeMetrics, serve_metrics
 from emrp2p.rpc.events import EventBus
@@ -131,6 +136,12 @@ class NodeSettings:
     """The leader gossips its latest commit notice at most this often. Validators and observers
     get every notice directly from the leader; gossip reaches the nodes it has no link to,
     and block sync fills what they missed in between."""
+    compact_proposals: bool = True
+    """As the leader, relay pending transactions to the other validators as they come, and send
+    new proposals with transaction ids instead of transactions (:mod:`emrp2p.node.compact`).
+    Compact proposals from others are understood either way."""
+    relay_interval_ms: int = 20
+    """The leader relays what entered its pool at most this often (and before each proposal)."""
 
 
 @dataclass
@@ -185,6 +196,13 @@ class Node:
         self._forward_send, self._forwards = trio.open_memory_channel[tuple[bytes, bytes]](math.inf)
         self._check_send, self._to_check = trio.open_memory_channel[tuple[bytes, Message]](CHECK_LANE)
         self._forward_bytes = 0
+        self._relay = CompactRelay(s.identity.public, s.consensus.max_pending)
+        self._last_relay = 0
+        self._shared_send, self._shared = trio.open_memory_channel[list[Tx]](math.inf)
+        self._shared_queued = 0
+        self._shared_checking: frozenset[bytes] = frozenset()
+        self._shared_checked = trio.Event()
+        self._shared_checked.set()
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
         self._closing = False
@@ -214,6 +232,7 @@ class Node:
                 nursery.start_soon(self._receive_messages)
                 nursery.start_soon(self._check_messages)
                 nursery.start_soon(self._receive_forwards)
+                nursery.start_soon(self._check_shared)
                 nursery.start_soon(self._receive_gossip)
                 nursery.start_soon(self._publish_commits)
                 if s.rpc_socket is not None:
@@ -273,11 +292,69 @@ class Node:
                     self._forward_send.send_nowait((sender, payload))
                 continue
             msg = self._decode(sender, payload)
+            if type(msg) is ShareTxs:
+                self._take_shared(msg)
+                continue
+            if type(msg) is ProposeCompact:
+                term, msg = msg.term, self._expand(sender, msg)
+                if msg is None:  # the whole proposal was asked for; its sender is alive
+                    await send_eagerly(self._inbox_send, ("alive", sender, term))
+                    continue
+            elif type(msg) is ProposalWanted:
+                whole = self._relay.whole(msg.block_hash)
+                if whole is not None:
+                    self.net.send(sender, encode(whole))
+                continue
             if msg is None:
                 continue
             if isinstance(msg, (Propose, Heartbeat)):
                 await send_eagerly(self._inbox_send, ("alive", sender, msg.term))
             await send_eagerly(self._check_send, (sender, msg))
+
+    def _expand(self, sender: bytes, msg: ProposeCompact) -> Propose | None:
+        """A compact proposal filled in; if this node lacks any of its transactions, None, and
+        the sender is asked for the whole proposal."""
+        whole = self._relay.expand(msg, self.core.pool.get)
+        if whole is None:
+            self.metrics.compact_proposals.labels("asked").inc()
+            self.net.send(sender, encode(ProposalWanted(msg.header.block_hash)))
+        else:
+            self.metrics.compact_proposals.labels("filled").inc()
+        return whole
+
+    def _take_shared(self, msg: ShareTxs) -> None:
+        """Relayed transactions are kept at once (a compact proposal behind them on the stream
+        names them), and their signatures checked in their own lane; past ``max_pending``
+        waiting, a proposal's own lane checks them instead."""
+        pool, relay = self.core.pool, self._relay
+        fresh = [tx for tx in msg.txs if not relay.has_shared(tx.tx_id) and tx.tx_id not in pool]
+        relay.add_shared(fresh)
+        if fresh and self._shared_queued + len(fresh) <= self.settings.consensus.max_pending:
+            self._shared_queued += len(fresh)
+            self._shared_send.send_nowait(fresh)
+
+    async def _check_shared(self) -> None:
+        """Check the signatures of relayed transactions, those waiting in one batch, in a thread.
+        A proposal naming some of the batch being checked waits for it (:meth:`_preverify`);
+        those still queued it checks itself, and this lane finds them done."""
+        async for first in self._shared:
+            txs = list(first)
+            while True:
+                try:
+                    txs.extend(self._shared.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self._shared_queued -= len(txs)
+            todo = self._unchecked(txs)
+            if not todo:
+                continue
+            self._shared_checking = frozenset(tx.tx_id for tx in txs)
+            self._shared_checked = trio.Event()
+            try:
+                await trio.to_thread.run_sync(check_pending, todo)
+            finally:
+                self._shared_checking = frozenset()
+                self._shared_checked.set()
 
     async def _check_messages(self) -> None:
         """Pre-verify the transactions a message carries, then hand it to the core, in order.
@@ -353,6 +430,17 @@ class Node:
             return None
         return msg if len(fresh) == len(msg.txs) else ForwardTxs(fresh)
 
+    def _relay_now(self) -> None:
+        """Send the other validators what the leader queued for relaying."""
+        self._send_relays(self._relay.take(self.core.validators()))
+
+    def _send_relays(self, relays: dict[bytes, list[Tx]]) -> None:
+        self._last_relay = _mono_ms()
+        for dest, txs in relays.items():
+            for i in range(0, len(txs), 1000):
+                if not self.net.send(dest, encode(ShareTxs(tuple(txs[i : i + 1000])))):
+                    self.metrics.send_drops.inc()
+
     async def _receive_gossip(self) -> None:
         async for origin, payload in self.net.gossip_incoming:
             try:
@@ -368,18 +456,31 @@ class Node:
     ) -> bool:
         """Fill the verified-signature cache for ``txs``: the checks it lacks in a worker thread
         when there are more than ``inline_max``, else inline (a thread hand-off costs more
-        than a few checks). ``first`` goes to the core's inbox before waiting on a thread;
-        whether it went (and the thread was waited on)."""
-        sb = self.ledger.signing_bytes
-        todo = pending_checks([(tx.sender, sb(tx), tx.signature) for tx in txs])
+        than a few checks). Those the relayed-transaction lane is checking right now it waits
+        for instead of checking them twice at once. ``first`` goes to the core's inbox before
+        waiting on a thread; whether it went (and a thread was waited on)."""
+        todo = self._unchecked(txs)
+        waited = False
+        checking = self._shared_checking
+        if todo and checking and any(tx.tx_id in checking for tx in txs):
+            if first is not None:
+                await send_eagerly(self._inbox_send, first)
+                first, waited = None, True
+            await self._shared_checked.wait()
+            todo = self._unchecked(txs)
         if len(todo) <= inline_max:
             if todo:
                 check_pending(todo)
-            return False
+            return waited
         if first is not None:
             await send_eagerly(self._inbox_send, first)
+            waited = True
         await trio.to_thread.run_sync(check_pending, todo)
-        return first is not None
+        return waited
+
+    def _unchecked(self, txs: Sequence[Tx]) -> list[tuple[bytes, bytes, bytes, bytes]]:
+        sb = self.ledger.signing_bytes
+        return pending_checks([(tx.sender, sb(tx), tx.signature) for tx in txs])
 
     def intake_room(self, count: int) -> int:
         """How many of ``count`` transactions submitted now to take, in order; the rest are
@@ -456,6 +557,8 @@ class Node:
         """Ticks every ``tick_ms`` while the core waits on the clock; an idle core sleeps until
         its next deadline (``TickSchedule``) or the next input."""
         core = self.core
+        me = self.identity.public
+        compact = self.settings.compact_proposals
         schedule = TickSchedule(self.settings.tick_ms, trio.current_time() * 1000)
         while True:
             items: list[tuple[Any, ...]] = []
@@ -467,6 +570,7 @@ class Node:
                 except trio.WouldBlock:
                     break
             replies: list[trio.Event] = []
+            relay = compact and core.leader == self.identity.public
             # One read snapshot for the whole batch (nothing is written until _carry_out):
             # executing a block reads the state hundreds of times.
             with self.store.pinned():
@@ -475,14 +579,26 @@ class Node:
                     kind = item[0]
                     if kind == "msg":
                         core.step(item[1], item[2])
+                        if relay and type(item[2]) is ForwardTxs:
+                            pool = core.pool
+                            self._relay.queue(item[1], [tx for tx in item[2].txs if tx.tx_id in pool])
                     elif kind == "msgs":
                         for msg in item[2]:
                             core.step(item[1], msg)
                     elif kind == "alive":
                         core.leader_traffic(item[1], item[2])
                     elif kind == "submit":
-                        item[2].append(core.submit(item[1]))
+                        results = core.submit(item[1])
+                        item[2].append(results)
                         replies.append(item[3])
+                        if relay:
+                            accepted = SubmitStatus.ACCEPTED
+                            self._relay.queue(
+                                me,
+                                [tx for tx, r in zip(item[1], results, strict=True) if r.status is accepted],
+                            )
+            if self._relay.queued() and _mono_ms() - self._last_relay >= self.settings.relay_interval_ms:
+                self._relay_now()
             if core.has_ready():
                 await self._carry_out()
             for ev in replies:
@@ -490,6 +606,7 @@ class Node:
 
     async def _carry_out(self) -> None:
         core = self.core
+        compact = self.settings.compact_proposals
         while core.has_ready():
             rd = core.ready()
             promises, commits = rd.write.split()
@@ -498,7 +615,14 @@ class Node:
             for dest, msg in rd.messages:
                 data = encoded.get(id(msg))
                 if data is None:
-                    data = encoded[id(msg)] = encode(msg)
+                    small = (
+                        self._relay.compact(msg, core.validators())
+                        if compact and type(msg) is Propose
+                        else None
+                    )
+                    if small is not None:
+                        self._send_relays(small[0])  # the block's transactions go ahead of it
+                    data = encoded[id(msg)] = encode(msg if small is None else small[1])
                 if not self.net.send(dest, data):
                     self.metrics.send_drops.inc()
             if not commits.empty() or rd.committed:

@@ -558,3 +558,63 @@ async def test_a_follower_commits_a_block_as_soon_as_the_next_proposal_brings_it
             while f1.core.committed_height <= height:  # and f1 goes on with b's block
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+
+def _count(counter: object, outcome: str) -> float:
+    return counter.labels(outcome)._value.get()  # type: ignore[attr-defined]
+
+
+async def test_followers_fill_in_compact_proposals_from_what_the_leader_relayed(tmp_path: Path) -> None:
+    """Transactions submitted at the leader and at a follower commit everywhere, the followers
+    building each block from the leader's relays and their own pools, never asking for it whole."""
+    settings = _settings(tmp_path, 4)
+    chain_id = settings[0].genesis.chain_id
+    at_leader = [sign_tx(Identity.from_test_name("c1"), chain_id, k, Noop(b"l%d" % k)) for k in range(30)]
+    at_follower = [sign_tx(Identity.from_test_name("c2"), chain_id, k, Noop(b"f%d" % k)) for k in range(30)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes, leader = await _start_until_led(nursery, settings)
+            for n in nodes:  # every link up, so that no relay is lost to a dial in progress
+                for m in nodes:
+                    if m is not n:
+                        await n.net.wait_connected(m.identity.public)
+            follower = next(n for n in nodes if n is not leader)
+            await leader.submit(at_leader)
+            await follower.submit(at_follower)
+            for node, txs in ((leader, at_leader), (follower, at_follower)):
+                for tx in txs:
+                    assert (await node.wait_committed(tx.tx_id, 30)).state == "committed"
+            top = leader.core.committed_height
+            for n in nodes:
+                while n.store.committed_height() < top:
+                    await trio.sleep(0.02)
+            assert len({n.store.block(top).block_hash for n in nodes}) == 1  # type: ignore[union-attr]
+            followers = [n for n in nodes if n is not leader]
+            assert sum(_count(n.metrics.compact_proposals, "filled") for n in followers) >= 3
+            assert sum(_count(n.metrics.compact_proposals, "asked") for n in followers) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_that_lost_the_relays_asks_for_whole_proposals_and_votes(tmp_path: Path) -> None:
+    """A follower lacking relayed transactions asks for the whole proposal; with a third follower
+    ignoring proposals, no block commits without its vote, so commits show it got them (well
+    before a heartbeat could make the leader send the block again)."""
+    import dataclasses
+
+    cfg = Config(election_timeout_ms=6000, heartbeat_ms=3000, min_block_interval_ms=20)
+    settings = [dataclasses.replace(s, consensus=cfg) for s in _settings(tmp_path, 4)]
+    chain_id = settings[0].genesis.chain_id
+    txs = [sign_tx(Identity.from_test_name("c"), chain_id, k, Noop(b"%d" % k)) for k in range(20)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes, leader = await _start_until_led(nursery, settings)
+            deaf, absent = [n for n in nodes if n is not leader][:2]
+            deaf._take_shared = lambda msg: None  # type: ignore[method-assign]
+            absent._expand = lambda sender, msg: None  # type: ignore[method-assign]
+            await leader.submit(txs)
+            with trio.fail_after(2):
+                for tx in txs:
+                    assert (await leader.wait_committed(tx.tx_id, 30)).state == "committed"
+            assert _count(deaf.metrics.compact_proposals, "asked") >= 1
+            assert _count(deaf.metrics.compact_proposals, "filled") == 0
+            nursery.cancel_scope.cancel()
