@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from emrp2p.consensus import Propose
 from emrp2p.consensus.messages import ProposeCompact
@@ -133,7 +134,10 @@ class CompactRelay:
         return self._sent.get(block_hash)
 
 
-def _add_bounded(d: OrderedDict[bytes, object], items: Iterable[tuple[bytes, object]], capacity: int) -> None:
+V = TypeVar("V")
+
+
+def _add_bounded(d: OrderedDict[bytes, V], items: Iterable[tuple[bytes, V]], capacity: int) -> None:
     for k, v in items:
         d[k] = v
     for _ in range(len(d) - capacity):
