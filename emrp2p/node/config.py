@@ -23,7 +23,7 @@ Example (``emrp2p testnet`` writes one per node)::
     heartbeat_ms = 150
     election_timeout_ms = 1000
     max_txs_per_block = 2000
-    min_block_interval_ms = 40    # the leader proposes at most this often
+    min_block_interval_ms = 30    # the leader proposes at most this often
     max_in_flight = 1             # blocks awaiting votes at once (pipelining)
     max_blocks_per_term = 200
     max_term_ms = 60000
@@ -125,13 +125,13 @@ class ConsensusSection:
     heartbeat_ms: int = 150
     election_timeout_ms: int = 1000
     max_txs_per_block: int = 2000
-    min_block_interval_ms: int = 40
+    min_block_interval_ms: int = 30
     """The leader proposes at most this often. Every block costs every node a fixed amount
     (messages, store writes and their thread hand-offs, wake-ups: about 4-5 ms of CPU per node
-    on 4 daemons sharing 2 cores), so a shorter interval trades CPU for latency. With 40 ms (and
-    ``forward_interval_ms`` 10) p50 was 37 / 42 / 58 ms at 300 / 2,000 / 2,900 tx/s, against
-    57 / 74 / 90 ms with 60 ms (and 25); the peak did not change, and light load costs each node
-    a few % of a core more (bench/cluster.py, measured)."""
+    on 4 daemons sharing 2 cores), so a shorter interval trades CPU for latency. On 4 daemons
+    sharing 2 cores (bench/cluster.py, three runs each, compact proposals): p50 at 2,900 tx/s
+    was 42-44 ms with 30 against 45-47 with 40 and 45-49 with 25, at 3,000 tx/s from fresh
+    39-44 against 42-48; the peak did not drop, and each node spends 1-4 % of a core more."""
     max_in_flight: int = 1
     """Blocks the leader may have waiting for votes at once (pipelining)."""
     max_blocks_per_term: int = 200
