@@ -200,9 +200,8 @@ class Node:
         self._last_relay = 0
         self._shared_send, self._shared = trio.open_memory_channel[list[Tx]](math.inf)
         self._shared_queued = 0
-        self._shared_checking: frozenset[bytes] = frozenset()
-        self._shared_checked = trio.Event()
-        self._shared_checked.set()
+        self._in_check: dict[bytes, trio.Event] = {}
+        """Transactions whose signatures a worker thread is checking, and the event set when done."""
         self._waiters: dict[bytes, _Waiter] = {}
         self._submit_times: dict[bytes, float] = {}
         self._closing = False
@@ -345,16 +344,7 @@ class Node:
                 except trio.WouldBlock:
                     break
             self._shared_queued -= len(txs)
-            todo = self._unchecked(txs)
-            if not todo:
-                continue
-            self._shared_checking = frozenset(tx.tx_id for tx in txs)
-            self._shared_checked = trio.Event()
-            try:
-                await trio.to_thread.run_sync(check_pending, todo)
-            finally:
-                self._shared_checking = frozenset()
-                self._shared_checked.set()
+            await self._preverify(txs, inline_max=0)
 
     async def _check_messages(self) -> None:
         """Pre-verify the transactions a message carries, then hand it to the core, in order.
@@ -456,18 +446,22 @@ class Node:
     ) -> bool:
         """Fill the verified-signature cache for ``txs``: the checks it lacks in a worker thread
         when there are more than ``inline_max``, else inline (a thread hand-off costs more
-        than a few checks). Those the relayed-transaction lane is checking right now it waits
-        for instead of checking them twice at once. ``first`` goes to the core's inbox before
+        than a few checks). Those another lane's worker thread is checking right now (a
+        follower's relayed transactions, when the proposal naming them comes) it waits for,
+        rather than check them twice at once. ``first`` goes to the core's inbox before
         waiting on a thread; whether it went (and a thread was waited on)."""
         todo = self._unchecked(txs)
         waited = False
-        checking = self._shared_checking
-        if todo and checking and any(tx.tx_id in checking for tx in txs):
-            if first is not None:
-                await send_eagerly(self._inbox_send, first)
-                first, waited = None, True
-            await self._shared_checked.wait()
-            todo = self._unchecked(txs)
+        in_check = self._in_check
+        if todo and in_check:
+            busy = {ev for tx in txs if (ev := in_check.get(tx.tx_id)) is not None}
+            if busy:
+                if first is not None:
+                    await send_eagerly(self._inbox_send, first)
+                    first, waited = None, True
+                for ev in busy:
+                    await ev.wait()
+                todo = self._unchecked(txs)
         if len(todo) <= inline_max:
             if todo:
                 check_pending(todo)
@@ -475,10 +469,22 @@ class Node:
         if first is not None:
             await send_eagerly(self._inbox_send, first)
             waited = True
-        await trio.to_thread.run_sync(check_pending, todo)
+        by_signature = {tx.signature: tx.tx_id for tx in txs}
+        ids = [by_signature[item[2]] for item in todo]
+        done = trio.Event()
+        for tx_id in ids:
+            in_check.setdefault(tx_id, done)
+        try:
+            await trio.to_thread.run_sync(check_pending, todo)
+        finally:
+            for tx_id in ids:
+                if in_check.get(tx_id) is done:
+                    del in_check[tx_id]
+            done.set()
         return waited
 
     def _unchecked(self, txs: Sequence[Tx]) -> list[tuple[bytes, bytes, bytes, bytes]]:
+        """What :func:`check_pending` has to check of ``txs``: (key, message, signature, cache key)."""
         sb = self.ledger.signing_bytes
         return pending_checks([(tx.sender, sb(tx), tx.signature) for tx in txs])
 

@@ -618,3 +618,43 @@ async def test_a_follower_that_lost_the_relays_asks_for_whole_proposals_and_vote
             assert _count(deaf.metrics.compact_proposals, "asked") >= 1
             assert _count(deaf.metrics.compact_proposals, "filled") == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_signatures_a_worker_thread_is_checking_are_waited_for_not_checked_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower's relayed transactions are being checked when the proposal naming them comes:
+    the proposal's lane waits for those checks, and checks only what no one else is checking."""
+    import threading
+
+    import emrp2p.node.node as node_module
+
+    (s,) = _settings(tmp_path, 1)
+    node = Node(s)
+    try:
+        client = Identity.from_test_name("client")
+        txs = [sign_tx(client, s.genesis.chain_id, k, Noop(b"%d" % k)) for k in range(60)]
+        relayed, rest = txs[:40], txs[40:]
+        checked: list[int] = []
+        started, release = trio.Event(), threading.Event()
+        real = node_module.check_pending
+
+        def slow_check(todo: list) -> None:  # type: ignore[type-arg]
+            checked.append(len(todo))
+            if len(checked) == 1:
+                trio.from_thread.run_sync(started.set)
+                release.wait(10)
+            real(todo)
+
+        monkeypatch.setattr(node_module, "check_pending", slow_check)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node._preverify, relayed, 0)
+            await started.wait()
+            nursery.start_soon(node._preverify, txs, 0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert checked == [40]  # the second waits for the first
+            release.set()
+        assert checked == [40, len(rest)]
+        assert node._in_check == {}
+    finally:
+        node.store.close()
