@@ -281,6 +281,11 @@ class Node:
         load, checking them must not hold up the proposals and votes that arrive on the same
         stream, or rounds slow down exactly when they matter most. A full lane drops the batch;
         the forwarder sends it again (``forward_retry_ms``).
+
+        Compact proposals are handled here, in arrival order (:mod:`emrp2p.node.compact`): the
+        leader's relayed transactions are kept as they come (their checks take a lane of their
+        own), a compact proposal behind them is filled in before it goes on as a ``Propose``
+        (or asked for whole), and a follower's request for a whole proposal is answered.
         """
         async for sender, payload in self.net.incoming:
             if payload[:3] == _FORWARD_PREFIX:
@@ -576,7 +581,7 @@ class Node:
                 except trio.WouldBlock:
                     break
             replies: list[trio.Event] = []
-            relay = compact and core.leader == self.identity.public
+            relay = compact and core.leader == me
             # One read snapshot for the whole batch (nothing is written until _carry_out):
             # executing a block reads the state hundreds of times.
             with self.store.pinned():
