@@ -162,18 +162,20 @@ def check_pending(
     todo: Sequence[tuple[bytes, bytes, bytes, bytes]], *, threads: int | None = None
 ) -> list[bool]:
     """Check what :func:`pending_checks` returned (and remember what verifies), split over a
-    thread pool when there are many."""
+    thread pool when there are many: the calling thread checks the first share itself rather
+    than wait idle for the pool (one thread hand-off fewer per batch)."""
     global _pool
     n = threads if threads is not None else _THREADS
     if len(todo) < 64 or n <= 1:
         return _check_chunk(todo)
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="verify")
+            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="verify")
     step = (len(todo) + n - 1) // n
-    checked: list[bool] = []
-    for part in _pool.map(_check_chunk, [todo[i : i + step] for i in range(0, len(todo), step)]):
-        checked.extend(part)
+    rest = [_pool.submit(_check_chunk, todo[i : i + step]) for i in range(step, len(todo), step)]
+    checked = _check_chunk(todo[:step])
+    for part in rest:
+        checked.extend(part.result())
     return checked
 
 
