@@ -19,9 +19,17 @@ leader it did not follow yet), it asks for the whole proposal (``ProposalWanted`
 leader keeps for its last few blocks. A proposal sent again (a follower behind, a new term
 carrying it forward) always goes whole.
 
-Every transaction still reaches each follower once, so traffic stays the same; relays batch
-many forwards in one message per follower, so messages grow by a few per block only.
-The transport is all this changes: the core, the chain and the store see whole blocks.
+Every transaction still reaches each follower once, so traffic stays about the same (ids
+add ~30 bytes per transaction and follower); relays batch many forwards in one message per
+follower, so messages grow by a few per block only. The transport is all this changes: the
+core, the chain and the store see whole blocks.
+
+Measured (same machine, 4 daemons): a proposal's hop from the leader's core to a follower's
+went from 16 to 8-10 ms (p50; arrival to stepped 11 -> 0-1 ms), a round from proposal to
+certificate from 24 to 17 ms; at half the peak, p50 commit latency fell by 6-10 ms, which let
+the block interval drop to 30 ms; the peak moved by -2 to 0 %. Between hospitals, with their
+own cores and a WAN in between, it matters more: a follower checks a block's signatures
+while it waits, and the leader's upload on the round's critical path is ids, not the block.
 """
 
 from __future__ import annotations
