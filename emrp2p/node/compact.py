@@ -26,8 +26,9 @@ core, the chain and the store see whole blocks.
 
 Measured (same machine, 4 daemons): a proposal's hop from the leader's core to a follower's
 went from 16 to 8-10 ms (p50; arrival to stepped 11 -> 0-1 ms), a round from proposal to
-certificate from 24 to 17 ms; at half the peak, p50 commit latency fell by 6-10 ms, which let
-the block interval drop to 30 ms; the peak moved by -2 to 0 %. Between hospitals, with their
+certificate from 24 to 17 ms. With 30 ms blocks, p50 at half the peak after the saturated
+steps of the full bench was 45, 40 ms against 53, 57 without (1-3 ms less in short runs from
+fresh); the peak moved by -2 to 0 %. Between hospitals, with their
 own cores and a WAN in between, it matters more: a follower checks a block's signatures
 while it waits, and the leader's upload on the round's critical path is ids, not the block.
 """
