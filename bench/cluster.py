@@ -366,7 +366,7 @@ def write(self, batch):
 LmdbStore.write = write
 
 from emrp2p.consensus.core import Core
-from emrp2p.consensus.messages import BlockVote, Propose
+from emrp2p.consensus.messages import BlockVote, ForwardTxs, Propose, ProposeCompact
 
 _ready = Core.ready
 _step = Core.step
@@ -376,13 +376,12 @@ def _hop_key(msg, dest):
     if isinstance(msg, BlockVote):
         v = msg.vote
         return f"vote {v.voter.hex()[:8]} {v.height} {v.block_hash.hex()[:8]}"
-    if isinstance(msg, Propose):
-        b = msg.block
-        return f"propose {dest.hex()[:8]} {b.height} {b.block_hash.hex()[:8]}"
+    if isinstance(msg, (Propose, ProposeCompact)):
+        h = msg.block.header if isinstance(msg, Propose) else msg.header
+        return f"propose {dest.hex()[:8]} {h.height} {h.block_hash.hex()[:8]}"
     return None
 
 # The life of one transaction in 32 (by its id): first time each stage is seen on any node.
-from emrp2p.consensus.messages import ForwardTxs, ProposeCompact
 from emrp2p.node.node import Node
 lives = {}
 
@@ -413,8 +412,7 @@ _decode = Node._decode
 def decode_timed(self, sender, payload):
     msg = _decode(self, sender, payload)
     if type(msg) is Propose or type(msg) is ProposeCompact:
-        h = msg.block.header if type(msg) is Propose else msg.header
-        key = f"propose {self.identity.public.hex()[:8]} {h.height} {h.block_hash.hex()[:8]}"
+        key = _hop_key(msg, self.identity.public)
         with lock:
             hops.setdefault("arrived", {}).setdefault(key, time.time())
     return msg

@@ -118,6 +118,8 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_the_option(
         "[p2p]\nhandshake_burst = 0\n",
         "[p2p]\nhandshake_refill_per_s = 'fast'\n",
         "[consensus]\nmax_backlog_ms = -1\n",
+        "[p2p]\nrelay_interval_ms = -5\n",
+        "[p2p]\ncompact_proposals = 'yes'\n",
         "this is not toml",
     ],
 )

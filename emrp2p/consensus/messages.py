@@ -172,8 +172,8 @@ class ForwardTxs(Message):
 @wire(212)
 @dataclass(frozen=True)
 class ShareTxs(Message):
-    """Transactions a validator's apps submitted, shared with the validators other than the
-    leader (which gets them forwarded), so that a proposal can name them by id."""
+    """Transactions the leader relays to the other validators as they enter its pool, ahead of
+    the compact proposal that names them by id."""
 
     txs: tuple[Tx, ...] = field(default=(), metadata={"limits": Limits(max_len=10_000)})
 

@@ -211,6 +211,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is bool and type(value) is not bool:
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is float:
         if type(value) not in (int, float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
