@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOWN = re.compile(r"^( {3}step|half-peak|ratio_vs|cluster_tx_per_s)")
+SHOWN = re.compile(r"^( {3}step| +peak|half-peak|ratio_vs|cluster_tx_per_s)")
 
 
 def run_cluster(cwd: Path, args: list[str]) -> dict[str, float]:
