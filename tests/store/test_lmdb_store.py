@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -515,6 +517,69 @@ def test_index_entries_are_written_together_once_enough_gathered_and_answered_al
     assert len(_index_table(store)) == 3 * per_block
     assert all(store.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
     assert store.stats().tx_entries == 4 * per_block
+
+
+def test_an_index_flush_goes_in_sorted_chunks_and_the_last_one_moves_indexed(
+    tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_chain_store(tmp_path) as s:
+        chain = init(s, genesis)
+        per_block = chain.txs_per_block
+        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * per_block)
+        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_CHUNK", per_block)
+        commits = commit_n(s, chain, 2)
+        transactions: list[str] = []
+        real = s._transact
+
+        def counting(apply: object) -> None:
+            transactions.append("write")
+            real(apply)
+
+        monkeypatch.setattr(s, "_transact", counting)
+        commits += commit_n(s, chain, 1)
+        assert len(transactions) == 1 + 3  # the commit, then three chunks of the flush
+        assert _index_table(s) == {tx.tx_id: c.block.height for c in commits for tx in c.block.txs}
+        with s._env.begin() as txn:
+            assert txn.get(b"indexed", db=s._meta) == (3).to_bytes(8, "big")
+    with open_chain_store(tmp_path) as s:
+        assert s._unindexed == {}
+        assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+
+
+def test_a_write_waiting_during_an_index_flush_goes_before_the_flush_s_next_chunk(
+    store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vote's promise must not wait for a whole flush (tens of ms on a long chain)."""
+    chain = init(store, genesis)
+    per_block = chain.txs_per_block
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * per_block)
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_CHUNK", per_block)
+    commit_n(store, chain, 2)
+    order: list[str] = []
+    real_transact = store._transact
+    promise = threading.Thread(target=lambda: store.write(WriteBatch(hard_state=b"vote")))
+
+    def transact(apply: object) -> None:
+        def inside(txn: lmdb.Transaction[bytes]) -> None:
+            apply(txn)  # type: ignore[operator]
+            if threading.current_thread() is promise:
+                order.append("promise")
+                return
+            order.append("write")
+            if len(order) == 2:  # inside the flush's first chunk: the promise waits for the lock
+                promise.start()
+                deadline = time.monotonic() + 10
+                while store._waiting_writers == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                assert store._waiting_writers == 1
+
+        real_transact(inside)
+
+    monkeypatch.setattr(store, "_transact", transact)
+    commit_n(store, chain, 1)
+    promise.join(10)
+    assert order == ["write", "write", "promise", "write", "write"]  # commit, chunk, promise, chunks
+    assert store.hard_state() == b"vote"
 
 
 def test_entries_not_written_yet_are_indexed_again_from_the_blocks_on_reopen(
