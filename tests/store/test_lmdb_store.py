@@ -519,15 +519,21 @@ def test_index_entries_are_written_together_once_enough_gathered_and_answered_al
     assert store.stats().tx_entries == 4 * per_block
 
 
+def _two_blocks_before_a_flush_of_three_chunks(
+    store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ChainBuilder, list[Commit]]:
+    """Two blocks committed; the third's commit flushes the index, one block's entries a chunk."""
+    chain = init(store, genesis)
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * chain.txs_per_block)
+    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_CHUNK", chain.txs_per_block)
+    return chain, commit_n(store, chain, 2)
+
+
 def test_an_index_flush_goes_in_sorted_chunks_and_the_last_one_moves_indexed(
     tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with open_chain_store(tmp_path) as s:
-        chain = init(s, genesis)
-        per_block = chain.txs_per_block
-        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * per_block)
-        monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_CHUNK", per_block)
-        commits = commit_n(s, chain, 2)
+        chain, commits = _two_blocks_before_a_flush_of_three_chunks(s, genesis, monkeypatch)
         transactions: list[str] = []
         real = s._transact
 
@@ -550,11 +556,7 @@ def test_a_write_waiting_during_an_index_flush_goes_before_the_flush_s_next_chun
     store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A vote's promise must not wait for a whole flush (tens of ms on a long chain)."""
-    chain = init(store, genesis)
-    per_block = chain.txs_per_block
-    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_ENTRIES", 3 * per_block)
-    monkeypatch.setattr(lmdb_store, "INDEX_FLUSH_CHUNK", per_block)
-    commit_n(store, chain, 2)
+    chain, _ = _two_blocks_before_a_flush_of_three_chunks(store, genesis, monkeypatch)
     order: list[str] = []
     real_transact = store._transact
     promise = threading.Thread(target=lambda: store.write(WriteBatch(hard_state=b"vote")))
