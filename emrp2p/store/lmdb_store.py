@@ -387,7 +387,9 @@ class LmdbStore:
             except CodecError:
                 continue  # a damaged block indexes nothing; verify-chain names its height
             for tx in block.txs:
-                unindexed[tx.tx_id] = height
+                # A flush cut short (a crash, a full disk) wrote some of these to the table.
+                if txn.get(tx.tx_id, db=self._tx_index) is None:
+                    unindexed[tx.tx_id] = height
         self._unindexed, self._indexed, self._indexed_to = unindexed, indexed, head
         return raw is None
 
@@ -591,12 +593,14 @@ class LmdbStore:
         """Write the entries held in memory to ``tx_index`` in sorted chunks (see the module
         docstring); the last chunk sets ``indexed`` to ``head``, then the memory is emptied.
 
-        The commits are written already: a flush that fails (a full disk) keeps the entries in
-        memory and is tried again with the next commit; the store's next write fails as well.
+        The commits are written already: a flush that fails (a full disk) keeps in memory the
+        entries its chunks did not write, and is tried again with the next commit; the store's
+        next write fails as well.
         """
         entries = sorted((tx_id, height_key(h)) for tx_id, h in unindexed.items())
         step = INDEX_FLUSH_CHUNK
         chunks = [entries[i : i + step] for i in range(0, len(entries), step)] or [[]]
+        done = 0
         try:
             for i, chunk in enumerate(chunks):
                 last = i == len(chunks) - 1
@@ -611,7 +615,11 @@ class LmdbStore:
                 if i:
                     self._let_waiting_writers_go()
                 self._transact(put)
+                done += len(chunk)
         except StoreError:
+            if done:  # a new dict: one a pinned reader holds never changes
+                written = {tx_id for tx_id, _ in entries[:done]}
+                self._unindexed = {k: h for k, h in unindexed.items() if k not in written}
             return
         self._indexed = head
         self._unindexed = {}

@@ -552,6 +552,38 @@ def test_an_index_flush_goes_in_sorted_chunks_and_the_last_one_moves_indexed(
         assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
 
 
+def test_an_index_flush_cut_short_counts_each_entry_once_and_is_finished_later(
+    tmp_path: Path, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up before the flush's last chunk: the commit stands, the entries its
+    chunks wrote leave the memory, and nothing is counted twice, then or after a reopen."""
+    with open_chain_store(tmp_path) as s:
+        chain, commits = _two_blocks_before_a_flush_of_three_chunks(s, genesis, monkeypatch)
+        per_block = chain.txs_per_block
+        real = s._transact
+        calls: list[int] = []
+
+        def full_at_the_last_chunk(apply: object) -> None:
+            calls.append(1)
+            if len(calls) == 4:  # the commit, two chunks, then this
+                raise StoreFull("no space left on device")
+            real(apply)
+
+        monkeypatch.setattr(s, "_transact", full_at_the_last_chunk)
+        commits += commit_n(s, chain, 1)
+        assert s.committed_height() == 3
+        assert len(_index_table(s)) == 2 * per_block
+        assert len(s._unindexed) == per_block
+        assert s.stats().tx_entries == 3 * per_block
+        monkeypatch.setattr(s, "_transact", real)
+    with open_chain_store(tmp_path) as s:
+        assert s.stats().tx_entries == 3 * per_block
+        assert all(s.tx_height(tx.tx_id) == c.block.height for c in commits for tx in c.block.txs)
+        commits += commit_n(s, chain, 2)  # a later flush writes the rest with the new entries
+        assert _index_table(s) == {tx.tx_id: c.block.height for c in commits for tx in c.block.txs}
+        assert s.stats().tx_entries == 5 * per_block
+
+
 def test_a_write_waiting_during_an_index_flush_goes_before_the_flush_s_next_chunk(
     store: LmdbStore, genesis: Genesis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
