@@ -26,9 +26,10 @@ entries into a table of 150k took 17-23 ms alone (45-100 ms in 4 loaded daemons,
 all at the same height), into 1M 88-94 ms. So it goes in chunks of
 ``INDEX_FLUSH_CHUNK`` sorted entries, one transaction each (longest 3 and 13-16 ms
 there, the same in all), and lets any writer waiting meanwhile (a vote's promise,
-on the consensus round's path) go between two; the last chunk moves ``indexed``. ``tx_height`` looks in memory, then in the table. The blocks
-are the log of what is not written yet: opening the store indexes the blocks
-above ``indexed`` in memory again (some of them may be in the table already).
+on the consensus round's path) go between two; the last chunk moves ``indexed``.
+``tx_height`` looks in memory, then in the table. The blocks are the log of what
+is not written yet: opening the store indexes in memory again the entries of the
+blocks above ``indexed`` that the table lacks (a flush cut short wrote some).
 
 Every ``write`` is one LMDB write transaction committed with fsync
 (``sync=True, metasync=True``), so after a crash at any point either all of a
