@@ -817,12 +817,12 @@ def main() -> None:
             best = max(best, r["committed"])
             if saturated(r) or not grew or r["exhausted"]:
                 break
-        peak = max(steps, key=lambda r: r["committed"])
+        top = max(steps, key=lambda r: r["committed"])
+        # step_s leaves room for at least one step more than the rates: the peak step always runs.
         left = a.seconds - (len(steps) + 1) * step_s
-        if left >= step_s * 0.99:
-            peak = bench.step(max(peak["rate"], SATURATE * peak["committed"]), left)
-            steps.append(peak)
-            print(fmt_step("peak", peak), flush=True)
+        peak = bench.step(max(top["rate"], SATURATE * top["committed"]), left)
+        steps.append(peak)
+        print(fmt_step("peak", peak), flush=True)
         half = bench.step(round(peak["committed"] / 2), step_s)
         print(fmt_step("half-peak", half), flush=True)
         rss_after = [rss_mb(nd.pid) for nd in cluster.nodes]
