@@ -45,6 +45,7 @@ committed height and skips heights not committed yet.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import struct
 import threading
@@ -604,18 +605,10 @@ class LmdbStore:
         done = 0
         try:
             for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-
-                def put(
-                    txn: lmdb.Transaction[bytes], chunk: list[tuple[bytes, bytes]] = chunk, last: bool = last
-                ) -> None:
-                    txn.cursor(db=self._tx_index).putmulti(chunk)
-                    if last:
-                        txn.put(_K_INDEXED, height_key(head), db=self._meta)
-
                 if i:
                     self._let_waiting_writers_go()
-                self._transact(put)
+                indexed = height_key(head) if i == len(chunks) - 1 else None
+                self._transact(functools.partial(self._put_index_chunk, chunk=chunk, indexed=indexed))
                 done += len(chunk)
         except StoreError:
             if done:  # a new dict: one a pinned reader holds never changes
@@ -624,6 +617,13 @@ class LmdbStore:
             return
         self._indexed = head
         self._unindexed = {}
+
+    def _put_index_chunk(
+        self, txn: lmdb.Transaction[bytes], *, chunk: list[tuple[bytes, bytes]], indexed: bytes | None
+    ) -> None:
+        txn.cursor(db=self._tx_index).putmulti(chunk)
+        if indexed is not None:
+            txn.put(_K_INDEXED, indexed, db=self._meta)
 
     def _let_waiting_writers_go(self) -> None:
         deadline = time.monotonic() + _YIELD_MAX_S
