@@ -12,6 +12,10 @@ per-level siblings), and rehashes only the buckets it touched. Nodes that
 commit to nothing but empty subtrees are not stored, so an empty state has a
 fixed root and no node keys.
 
+The nodes are state like any other key to the ledger; the daemon's store keeps
+them in memory and writes them now and then (``emrp2p.store.lmdb_store``),
+rebuilding what it had not written with ``refresh``.
+
 A proof for one key is its whole bucket plus the four nodes on its path: it
 shows presence with a value, or absence, against a state root that a
 certified block header carries.
@@ -20,6 +24,7 @@ certified block header carries.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from emrp2p.codec import Limits, wire
@@ -33,8 +38,11 @@ __all__ = [
     "StateProof",
     "bucket_of",
     "raw_key",
+    "NODE_PREFIX",
     "bucket_hash",
     "commit",
+    "refresh",
+    "touched_buckets",
     "state_root",
     "prove",
     "verify_proof",
@@ -125,7 +133,32 @@ def commit(base: KV, writes: dict[bytes, bytes | None]) -> bytes:
                 group[raw] = value
     if not touched:
         return state_root(base)
+    return _rehash(base, touched, writes)
 
+
+def touched_buckets(writes: dict[bytes, bytes | None]) -> set[bytes]:
+    """The (2-byte) ids of the buckets whose entries ``writes`` (raw keys) change."""
+    return {raw[1:3] for raw in writes if raw[0] == _STATE_BYTE}
+
+
+def refresh(base: KV, buckets: Iterable[bytes], writes: dict[bytes, bytes | None]) -> bytes:
+    """Bring the tree up to date over ``buckets`` (2-byte ids) whose entries in ``base`` changed
+    since ``base``'s nodes were written: put the nodes that change into ``writes``; return the root.
+
+    ``base``'s nodes must be exact everywhere else (a store that writes its nodes now and then
+    rebuilds what it had not written yet this way).
+    """
+    touched: dict[bytes, dict[bytes, bytes | None]] = {b: {} for b in buckets}
+    if not touched:
+        return state_root(base)
+    return _rehash(base, touched, writes)
+
+
+def _rehash(
+    base: KV, touched: dict[bytes, dict[bytes, bytes | None]], writes: dict[bytes, bytes | None]
+) -> bytes:
+    """Hash each touched bucket (its entries in ``base`` updated by its writes), then each level's
+    nodes above them; every node on the way goes into ``writes``. Returns the root."""
     level: dict[int, bytes] = {}
     buckets = list(touched)
     stored = base.items_many([STATE_PREFIX + b for b in buckets])

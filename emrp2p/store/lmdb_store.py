@@ -8,11 +8,14 @@ big-endian so that byte order is height order):
 ``block_hash``  block hash -> height
 ``certs``       height -> canonical certificate bytes
 ``tx_index``    tx id -> height of the committed block holding it, for blocks up to ``indexed``
-``state``       raw ledger state keys -> values (committed state only)
+``state``       raw ledger state keys -> values (committed state only; its Merkle nodes as of
+                ``nodes_at``, see below)
 ``roots``       height -> state root after that height (0 = genesis)
 ``accepted``    height -> block bytes, accepted but not committed
+``dirty``       height -> the (2-byte) ids of the buckets its commit changed, for heights above
+                ``nodes_at``
 ``meta``        ``genesis``, ``head`` (height, block hash, state root), ``hard_state``, ``format``,
-                ``indexed`` (the height up to which ``tx_index`` is written)
+                ``indexed`` (the height up to which ``tx_index`` is written), ``nodes_at``
 
 Transaction ids are hashes, so each one put into ``tx_index`` lands on its own
 B-tree page: indexed with every commit, a block of a hundred transactions
@@ -30,6 +33,21 @@ on the consensus round's path) go between two; the last chunk moves ``indexed``.
 ``tx_height`` looks in memory, then in the table. The blocks are the log of what
 is not written yet: opening the store indexes in memory again the entries of the
 blocks above ``indexed`` that the table lacks (a flush cut short wrote some).
+
+The state's Merkle nodes (``emrp2p.ledger.merkle``: 4,369 keys under ``b"m"``,
+512 bytes each) are a function of the rest of the state, and a block rewrites one
+per touched subtree and level: a block of 2,000 transactions rewrote ~2,600 of
+them, most of the table's node pages, and 200 scattered updates ~1 MB of pages
+in all. So the store holds the nodes in memory, one map per head height
+(``Nodes``, published before the commit's transaction ends, never changed after),
+and reads of ``b"m"`` keys, through any snapshot, take the map of that snapshot's
+head. The table gets them every ``NODE_FLUSH_BLOCKS`` commits, within that
+commit's transaction (which moves ``nodes_at`` and empties ``dirty``), and at
+``close``. Each commit records the buckets it changed in ``dirty``; opening the
+store (or a reader whose snapshot's map is gone: a read-only store, whose writer
+is another process) takes the table's nodes, recomputes the nodes above those
+buckets (``merkle.refresh``) and checks the root against the head's. After a
+crash that is at most ``NODE_FLUSH_BLOCKS`` commits' buckets, all 65,536 at most.
 
 Every ``write`` is one LMDB write transaction committed with fsync
 (``sync=True, metasync=True``), so after a crash at any point either all of a
@@ -59,6 +77,7 @@ from typing import Any
 import lmdb
 
 from emrp2p.codec import CodecError, decode, encode
+from emrp2p.ledger import merkle
 from emrp2p.ledger.types import Block, Certificate, Genesis
 from emrp2p.store.api import KV, StateDelta, WriteBatch
 
@@ -81,18 +100,25 @@ CHAIN_DIR = "chain"
 DEFAULT_MAP_SIZE = 64 << 30
 """Address space reserved for the environment; the file grows only as data is written."""
 
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"
+"""1: the Merkle nodes were written with every commit (opened as if ``nodes_at`` were the head)."""
 
 _HEIGHT = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32s32s")
 
 _DB_NAMES = ("blocks", "block_hash", "certs", "tx_index", "state", "roots", "accepted", "meta")
+_DIRTY_DB = b"dirty"
+"""Opened on its own: a format 1 store lacks it (and a read-only open cannot create it)."""
 
 _K_GENESIS = b"genesis"
 _K_HEAD = b"head"
 _K_HARD_STATE = b"hard_state"
 _K_FORMAT = b"format"
 _K_INDEXED = b"indexed"
+_K_NODES_AT = b"nodes_at"
+
+_NODE = merkle.NODE_PREFIX
+_NODE_BYTE = _NODE[0]
 
 INDEX_FLUSH_ENTRIES = 16384
 """Transaction index entries held in memory before they are written together (~3 MB)."""
@@ -103,6 +129,10 @@ INDEX_FLUSH_CHUNK = 2048
 chunk at most, not for the whole flush."""
 _YIELD_MAX_S = 0.05
 """How long a flush waits, between two chunks, for other writers to go first."""
+NODE_FLUSH_BLOCKS = 256
+"""Commits after which the Merkle nodes held in memory are written (with that commit)."""
+_NODE_MAPS_KEPT = 4
+"""Node maps of the newest heights kept for readers whose snapshot is a commit or two behind."""
 
 
 class StoreError(Exception):
@@ -154,27 +184,33 @@ class _Head:
     state_root: bytes
 
 
+Nodes = dict[bytes, bytes]
+"""The state's Merkle nodes at one height: node key -> stored form (see ``LmdbStore``)."""
+
+
 class _Reads:
     """Where reads go: a fresh short read transaction each, or the one pinned by ``LmdbStore.pinned``.
 
     The pin is per thread: verify-chain pinning a snapshot in a worker thread
-    must not freeze what the daemon's own loop reads meanwhile.
+    must not freeze what the daemon's own loop reads meanwhile. ``nodes_for``
+    gives the Merkle nodes that go with a read transaction's snapshot.
     """
 
-    __slots__ = ("env", "_local")
+    __slots__ = ("env", "_local", "nodes_for")
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, nodes_for: Any) -> None:
         self.env = env
         self._local = threading.local()
+        self.nodes_for = nodes_for
 
     @property
     def pinned(self) -> lmdb.Transaction[bytes] | None:
         pin: lmdb.Transaction[bytes] | None = getattr(self._local, "txn", None)
         return pin
 
-    @pinned.setter
-    def pinned(self, txn: lmdb.Transaction[bytes] | None) -> None:
+    def pin(self, txn: lmdb.Transaction[bytes] | None, nodes: Nodes | None) -> None:
         self._local.txn = txn
+        self._local.nodes = nodes
 
     def get(self, db: Any, key: bytes) -> bytes | None:
         value: bytes | None
@@ -185,6 +221,13 @@ class _Reads:
         with self.env.begin(db=db) as txn:
             value = txn.get(key)
             return value
+
+    def nodes(self, txn: lmdb.Transaction[bytes]) -> Nodes:
+        if txn is getattr(self._local, "txn", None):
+            nodes: Nodes = self._local.nodes
+            return nodes
+        result: Nodes = self.nodes_for(txn)
+        return result
 
     @contextmanager
     def txn(self) -> Iterator[lmdb.Transaction[bytes]]:
@@ -210,45 +253,60 @@ class LmdbKV:
         self._db = db
 
     def get(self, key: bytes) -> bytes | None:
+        if key[:1] == _NODE:
+            with self._reads.txn() as txn:
+                return self._reads.nodes(txn).get(key)
         return self._reads.get(self._db, key)
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         with self._reads.txn() as txn:
-            yield from _prefix_items(txn, self._db, prefix)
+            yield from _prefix_items(txn, self._db, prefix, self._reads.nodes)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         with self._reads.txn() as txn:
-            return _get_many(txn, self._db, keys)
+            return _get_many(txn, self._db, keys, self._reads.nodes)
 
     def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
         with self._reads.txn() as txn:
-            return _prefix_lists(txn, self._db, prefixes)
+            return _prefix_lists(txn, self._db, prefixes, self._reads.nodes)
 
 
 class SnapshotKV:
     """Committed state as of one read transaction (consistent across many reads)."""
 
-    __slots__ = ("_txn", "_db")
+    __slots__ = ("_txn", "_db", "_nodes")
 
-    def __init__(self, txn: lmdb.Transaction[bytes], db: Any) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], db: Any, nodes: Nodes) -> None:
         self._txn = txn
         self._db = db
+        self._nodes = nodes
+
+    def _nodes_of(self, _txn: lmdb.Transaction[bytes]) -> Nodes:
+        return self._nodes
 
     def get(self, key: bytes) -> bytes | None:
+        if key[:1] == _NODE:
+            return self._nodes.get(key)
         value: bytes | None = self._txn.get(key, db=self._db)
         return value
 
     def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return _prefix_items(self._txn, self._db, prefix)
+        return _prefix_items(self._txn, self._db, prefix, self._nodes_of)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        return _get_many(self._txn, self._db, keys)
+        return _get_many(self._txn, self._db, keys, self._nodes_of)
 
     def items_many(self, prefixes: Sequence[bytes]) -> list[list[tuple[bytes, bytes]]]:
-        return _prefix_lists(self._txn, self._db, prefixes)
+        return _prefix_lists(self._txn, self._db, prefixes, self._nodes_of)
 
 
-def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _holds_nodes(prefix: bytes) -> bool:
+    """Whether keys under ``prefix`` may be Merkle nodes (which the table holds only as of
+    ``nodes_at``: readers take them from the store's node map instead)."""
+    return prefix[:1] == _NODE or not prefix
+
+
+def _table_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     cursor = txn.cursor(db=db)
     try:
         if not cursor.set_range(prefix):
@@ -261,13 +319,39 @@ def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Itera
         cursor.close()
 
 
-def _get_many(txn: lmdb.Transaction[bytes], db: Any, keys: Sequence[bytes]) -> list[bytes | None]:
+def _prefix_items(
+    txn: lmdb.Transaction[bytes], db: Any, prefix: bytes, nodes_of: Any
+) -> Iterator[tuple[bytes, bytes]]:
+    """The table's entries under ``prefix``, with the Merkle nodes of ``nodes_of(txn)`` in place of
+    the table's own (in key order: all node keys share one first byte)."""
+    if not _holds_nodes(prefix):
+        yield from _table_items(txn, db, prefix)
+        return
+    nodes = sorted(kv for kv in nodes_of(txn).items() if kv[0].startswith(prefix))
+    for key, value in _table_items(txn, db, prefix):
+        if key[0] < _NODE_BYTE:
+            yield key, value
+            continue
+        if nodes:
+            yield from nodes
+            nodes = []
+        if key[0] != _NODE_BYTE:
+            yield key, value
+    yield from nodes
+
+
+def _get_many(
+    txn: lmdb.Transaction[bytes], db: Any, keys: Sequence[bytes], nodes_of: Any
+) -> list[bytes | None]:
     get = txn.get
-    return [get(key, db=db) for key in keys]
+    if not any(key[:1] == _NODE for key in keys):
+        return [get(key, db=db) for key in keys]
+    nodes = nodes_of(txn)
+    return [nodes.get(key) if key[:1] == _NODE else get(key, db=db) for key in keys]
 
 
 def _prefix_lists(
-    txn: lmdb.Transaction[bytes], db: Any, prefixes: Sequence[bytes]
+    txn: lmdb.Transaction[bytes], db: Any, prefixes: Sequence[bytes], nodes_of: Any
 ) -> list[list[tuple[bytes, bytes]]]:
     """Each prefix's entries, through one cursor (a cursor and a generator per range cost more
     than reading a short range)."""
@@ -275,6 +359,9 @@ def _prefix_lists(
     cursor = txn.cursor(db=db)
     try:
         for prefix in prefixes:
+            if _holds_nodes(prefix):
+                out.append(list(_prefix_items(txn, db, prefix, nodes_of)))
+                continue
             found: list[tuple[bytes, bytes]] = []
             if cursor.set_range(prefix):
                 for key, value in cursor:
@@ -315,7 +402,7 @@ class LmdbStore:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=len(_DB_NAMES) + 2,
+                max_dbs=len(_DB_NAMES) + 3,
                 sync=True,
                 metasync=True,
                 readonly=readonly,
@@ -330,6 +417,10 @@ class LmdbStore:
         except lmdb.Error as e:
             self._env.close()
             raise StoreError(f"chain store at {self.path} is not initialised: {e}") from e
+        try:
+            self._dirty: Any = self._env.open_db(_DIRTY_DB, create=not readonly)
+        except lmdb.Error:
+            self._dirty = None  # format 1, read-only: its nodes are all in the table
         self._blocks = dbs["blocks"]
         self._block_hash = dbs["block_hash"]
         self._certs = dbs["certs"]
@@ -338,7 +429,13 @@ class LmdbStore:
         self._roots = dbs["roots"]
         self._accepted = dbs["accepted"]
         self._meta = dbs["meta"]
-        self._reads = _Reads(self._env)
+        self._reads = _Reads(self._env, self._nodes_for)
+        self._node_maps: dict[int, Nodes] = {}
+        """Head height -> the Merkle nodes at that height, for the newest few heights. A map is
+        published (for its commit's height) before the commit's transaction ends and never
+        changes after: a reader whose snapshot sees a height finds its nodes here, else
+        rebuilds them from that snapshot (``_nodes_for``)."""
+        self._node_maps_lock = threading.Lock()
         self._state_kv = LmdbKV(self._reads, self._state)
         self._genesis: Genesis | None = None
         self._unindexed: dict[bytes, int] = {}
@@ -360,6 +457,7 @@ class LmdbStore:
         try:
             with self._env.begin() as txn:
                 legacy = self._index_tail(txn)
+                self._nodes_for(txn)
             if legacy and not readonly:
                 self._transact(lambda t: t.put(_K_INDEXED, height_key(self._indexed), db=self._meta))
         except BaseException:
@@ -395,6 +493,57 @@ class LmdbStore:
         self._unindexed, self._indexed, self._indexed_to = unindexed, indexed, head
         return raw is None
 
+    def _nodes_for(self, txn: lmdb.Transaction[bytes]) -> Nodes:
+        """The Merkle nodes that go with ``txn``'s snapshot: the map published for its head, else
+        rebuilt from the snapshot (and published: a read-only store, whose writer is another
+        process, or a reader that fell behind the maps kept)."""
+        raw_head = txn.get(_K_HEAD, db=self._meta)
+        height = -1 if raw_head is None else _HEAD.unpack(raw_head)[0]
+        nodes = self._node_maps.get(height)
+        if nodes is None:
+            nodes = self._build_nodes(txn, raw_head)
+            self._publish(height, nodes)
+        return nodes
+
+    def _build_nodes(self, txn: lmdb.Transaction[bytes], raw_head: bytes | None) -> Nodes:
+        """The nodes the table holds (as of ``nodes_at``), brought up to ``txn``'s head over the
+        buckets the commits since then changed; checked against the head's state root."""
+        if raw_head is None:
+            return {}
+        head, _, root = _HEAD.unpack(raw_head)
+        nodes = dict(_table_items(txn, self._state, _NODE))
+        raw_at = txn.get(_K_NODES_AT, db=self._meta)
+        if raw_at is not None and self._dirty is not None:
+            buckets: set[bytes] = set()
+            cursor = txn.cursor(db=self._dirty)
+            try:
+                if cursor.set_range(height_key(_key_height(raw_at) + 1)):
+                    for value in cursor.iternext(keys=False, values=True):
+                        buckets.update(value[i : i + 2] for i in range(0, len(value), 2))
+            finally:
+                cursor.close()
+            writes: dict[bytes, bytes | None] = {}
+            merkle.refresh(SnapshotKV(txn, self._state, nodes), buckets, writes)
+            for key, node in writes.items():
+                if node is None:
+                    nodes.pop(key, None)
+                else:
+                    nodes[key] = node
+        # A state written without the ledger's tree (the store's own tests) has no nodes.
+        if nodes and merkle.state_root(SnapshotKV(txn, self._state, nodes)) != root:
+            raise StoreError(
+                f"chain store at {self.path}: the state's Merkle nodes do not give the state root"
+                f" of the head (height {head})"
+            )
+        return nodes
+
+    def _publish(self, height: int, nodes: Nodes) -> None:
+        with self._node_maps_lock:
+            maps = self._node_maps
+            maps[height] = nodes
+            for old in sorted(maps)[:-_NODE_MAPS_KEPT]:
+                del maps[old]
+
     # ------------------------------------------------------------------ reads
 
     @property
@@ -405,7 +554,7 @@ class LmdbStore:
     def snapshot(self) -> Iterator[SnapshotKV]:
         """Committed state through one read transaction: fastest for many reads (e.g. executing a block)."""
         with self._env.begin() as txn:
-            yield SnapshotKV(txn, self._state)
+            yield SnapshotKV(txn, self._state, self._nodes_for(txn))
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
@@ -420,12 +569,12 @@ class LmdbStore:
         with self._env.begin() as txn:
             if self.readonly:
                 self._index_tail(txn)
-            self._reads.pinned = txn
+            self._reads.pin(txn, self._nodes_for(txn))
             self._pinned_index.d = self._unindexed
             try:
                 yield
             finally:
-                self._reads.pinned = None
+                self._reads.pin(None, None)
                 self._pinned_index.d = None
 
     def _get(self, db: Any, key: bytes) -> bytes | None:
@@ -528,7 +677,9 @@ class LmdbStore:
     def stats(self) -> StoreStats:
         with self._reads.txn() as txn:
             accepted = txn.stat(self._accepted)["entries"]
-            state_entries = txn.stat(self._state)["entries"]
+            # The table's nodes are those of ``nodes_at``; count the head's instead.
+            stored_nodes = sum(1 for _ in _table_items(txn, self._state, _NODE))
+            state_entries = txn.stat(self._state)["entries"] - stored_nodes + len(self._reads.nodes(txn))
             tx_entries = txn.stat(self._tx_index)["entries"]
             raw = txn.get(_K_HEAD, db=self._meta)
         info = self._env.info()
@@ -559,10 +710,11 @@ class LmdbStore:
         def apply(txn: lmdb.Transaction[bytes]) -> None:
             txn.put(_K_FORMAT, FORMAT_VERSION, db=self._meta)
             txn.put(_K_GENESIS, encoded, db=self._meta)
-            self._apply_delta(txn, delta)
+            self._apply_delta(txn, delta, None)
             txn.put(height_key(0), delta.root, db=self._roots)
             txn.put(_K_HEAD, _HEAD.pack(0, genesis.chain_id, delta.root), db=self._meta)
             txn.put(_K_INDEXED, height_key(0), db=self._meta)
+            txn.put(_K_NODES_AT, height_key(0), db=self._meta)
 
         self._transact(apply)
         self._genesis = genesis
@@ -659,22 +811,46 @@ class LmdbStore:
             return StoreFull(f"chain store at {self.path} is full: {e}")
         return StoreError(f"chain store at {self.path}: {e}")
 
-    def _apply_delta(self, txn: lmdb.Transaction[bytes], delta: StateDelta) -> None:
+    def _apply_delta(self, txn: lmdb.Transaction[bytes], delta: StateDelta, nodes: Nodes | None) -> None:
+        """The delta's writes into the state table; its Merkle nodes into ``nodes`` instead, when
+        given (the commit's buckets are then recorded in ``dirty``, by the caller)."""
         state = self._state
-        puts = [(k, v) for k, v in delta.writes.items() if v is not None]
-        if len(puts) != len(delta.writes):
-            delete = txn.delete
-            for key, value in delta.writes.items():
+        puts: list[tuple[bytes, bytes]] = []
+        delete = txn.delete
+        for key, value in delta.writes.items():
+            if nodes is not None and key[:1] == _NODE:
                 if value is None:
-                    delete(key, db=state)
+                    nodes.pop(key, None)
+                else:
+                    nodes[key] = value
+            elif value is None:
+                delete(key, db=state)
+            else:
+                puts.append((key, value))
         if puts:
             txn.cursor(db=state).putmulti(puts)
+
+    def _write_nodes(self, txn: lmdb.Transaction[bytes], nodes: Nodes, height: int) -> None:
+        """Make the table's nodes those of ``height`` (what changed since ``nodes_at``) and move
+        ``nodes_at`` there; the buckets recorded since are forgotten."""
+        state = self._state
+        stored = dict(_table_items(txn, state, _NODE))
+        for key in stored.keys() - nodes.keys():
+            txn.delete(key, db=state)
+        puts = sorted((k, v) for k, v in nodes.items() if stored.get(k) != v)
+        if puts:
+            txn.cursor(db=state).putmulti(puts)
+        txn.drop(self._dirty, delete=False)
+        txn.put(_K_NODES_AT, height_key(height), db=self._meta)
 
     def _apply_batch(self, txn: lmdb.Transaction[bytes], batch: WriteBatch) -> None:
         raw_head = txn.get(_K_HEAD, db=self._meta)
         if raw_head is None:
             raise NoGenesis("init_genesis must come before any chain write")
         head_height, head_hash, head_root = _HEAD.unpack(raw_head)
+        start_height = head_height
+        # A copy: the map published for the head never changes (readers hold it).
+        nodes = dict(self._nodes_for(txn)) if batch.commit else None
 
         if batch.truncate_accepted_from is not None:
             cursor = txn.cursor(db=self._accepted)
@@ -703,7 +879,10 @@ class LmdbStore:
             if commit.cert is not None:
                 self._check_cert(commit.cert, height, block_hash)
                 txn.put(hkey, encode(commit.cert), db=self._certs)
-            self._apply_delta(txn, commit.delta)
+            self._apply_delta(txn, commit.delta, nodes)
+            buckets = merkle.touched_buckets(commit.delta.writes)
+            if buckets:
+                txn.put(hkey, b"".join(sorted(buckets)), db=self._dirty)
             txn.put(hkey, commit.delta.root, db=self._roots)
             txn.delete(hkey, db=self._accepted)
             head_height, head_hash, head_root = height, block_hash, commit.delta.root
@@ -729,15 +908,42 @@ class LmdbStore:
                 )
             txn.put(hkey, encode(cert), db=self._certs)
 
+        if nodes is None:
+            return
+        raw_at = txn.get(_K_NODES_AT, db=self._meta)
+        nodes_at = start_height if raw_at is None else _key_height(raw_at)  # format 1: exact at the head
+        if head_height - nodes_at >= NODE_FLUSH_BLOCKS:
+            self._write_nodes(txn, nodes, head_height)
+        elif raw_at is None:
+            txn.put(_K_NODES_AT, height_key(nodes_at), db=self._meta)
+        # Before the transaction ends, so that any snapshot with this head finds its map. Should
+        # the commit fail, no snapshot ever sees this height with it: the next commit of the
+        # height publishes its own.
+        self._publish(head_height, nodes)
+
     @staticmethod
     def _check_cert(cert: Certificate, height: int, block_hash: bytes) -> None:
         if cert.height != height or cert.block_hash != block_hash:
             raise InconsistentWrite(f"certificate for height {cert.height} does not name block {height}")
 
     def close(self) -> None:
+        """Writes the Merkle nodes held in memory (a reopen then has nothing to rebuild), then
+        closes; a failure to write them loses nothing (a reopen rebuilds them)."""
         if not self._closed:
+            if not self.readonly:
+                with suppress(StoreError):
+                    self._transact(self._write_head_nodes)
             self._closed = True
             self._env.close()
+
+    def _write_head_nodes(self, txn: lmdb.Transaction[bytes]) -> None:
+        raw_head = txn.get(_K_HEAD, db=self._meta)
+        raw_at = txn.get(_K_NODES_AT, db=self._meta)
+        if raw_head is None or raw_at is None:
+            return
+        head = _HEAD.unpack(raw_head)[0]
+        if _key_height(raw_at) < head:
+            self._write_nodes(txn, self._nodes_for(txn), head)
 
     def __enter__(self) -> LmdbStore:
         return self

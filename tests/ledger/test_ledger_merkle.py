@@ -164,6 +164,8 @@ def test_every_kv_reads_in_batches_what_it_reads_one_by_one(
     without a pinned read) and an overlay of pending writes; the roots over them agree too."""
     import tempfile
 
+    from emrp2p.ledger.types import Genesis
+    from emrp2p.store.api import StateDelta
     from emrp2p.store.lmdb_store import LmdbStore
 
     probes += [raw_key(p) for p in probes] + list(base)[:3]
@@ -184,9 +186,10 @@ def test_every_kv_reads_in_batches_what_it_reads_one_by_one(
             assert merkle.commit(kv, dict(second)) == expected
 
     with tempfile.TemporaryDirectory() as d, LmdbStore(d) as store:
-        with store._env.begin(write=True) as txn:
-            for k, v in base.items():
-                txn.put(k, v, db=store._state)
+        # As the genesis state: the store holds ``b"m"`` keys (the tree's nodes) in memory too.
+        store.init_genesis(
+            Genesis("kv-test", 0, ()), StateDelta(dict(base), merkle.state_root(MemoryKV(base)))
+        )
         check(MemoryKV(base))
         check(Overlay(MemoryKV(base), pending), overlay=True)
         check(store.state)
