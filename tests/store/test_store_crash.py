@@ -38,10 +38,10 @@ DEADLINE_S = 120.0
 
 
 class Writer:
-    def __init__(self, path: Path) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(WRITER.parent)]))
+    def __init__(self, path: Path, script: Path = WRITER) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(script.parent)]))
         self.proc = subprocess.Popen(
-            [sys.executable, str(WRITER), str(path)],
+            [sys.executable, str(script), str(path)],
             stdout=subprocess.PIPE,
             env=env,
         )
