@@ -127,12 +127,23 @@ class Ready:
     The messages need only the first part of ``write.split()`` durable; the commits may be
     written after they are sent, and after ``committed`` is told to apps (a certified block is
     durable on its voters): the core reads through its own copies of the commits until the
-    store holds them (``advance``)."""
+    store holds them (``advance``).
+
+    With ``proposals_first``, the ``Propose`` messages may go before ``write`` is durable (the
+    leader writes its block while the followers check theirs, Raft's section 10.2.1); the
+    driver still steps nothing more until the write is done, so the leader's own vote counts
+    only once durable. Set only when every block this leader proposed in the batch is in a
+    term its store already holds as led by this node: a leader that restarts never leads that
+    term again (it moves on at once), so a proposal whose write a crash lost is never followed
+    by another one at its height. A proposal in a term entered in the same batch waits for
+    the write: a crash could lose the term, and the node lead it again later. So do term 0's
+    (a restart does not move on from term 0)."""
 
     write: WriteBatch
     messages: list[tuple[bytes, Message]]
     committed: list[Block]
     events: list[Event]
+    proposals_first: bool = False
 
     def empty(self) -> bool:
         return self.write.empty() and not (self.messages or self.committed or self.events)
@@ -168,6 +179,8 @@ class _Out:
     messages: list[tuple[bytes, Message]] = field(default_factory=list)
     committed: list[Block] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    proposals_first: bool | None = None
+    """None until this batch proposes; then whether every proposal is in a durable term."""
 
 
 _MEMBERS_RAW = raw_key(MEMBERS_KEY)
@@ -289,6 +302,10 @@ class Core:
         self._hs = decode(HardState, raw) if raw is not None else HardState(0, 0, 0, bytes(32), bytes(32))
         self._hs_dirty = False
         self.term = self._hs.term
+        self._durable = (self._hs.term, self._hs.leader)
+        """(term, leader) of the hard state the store holds: what a restart comes back to."""
+        self._written: tuple[int, bytes] | None = None
+        """(term, leader) of the hard state the last ``Ready`` carries, durable at ``advance``."""
 
         # The committed tip; blocks committed but not yet confirmed durable stay in memory too.
         self.committed_height = store.committed_height()
@@ -532,15 +549,19 @@ class Core:
 
     def ready(self) -> Ready:
         out = self._out
+        self._written = None
         if self._hs_dirty:
             out.write.hard_state = encode(self._hs)
             self._hs_dirty = False
+            self._written = (self._hs.term, self._hs.leader)
         self._out = _Out()
-        return Ready(out.write, out.messages, out.committed, out.events)
+        return Ready(out.write, out.messages, out.committed, out.events, out.proposals_first is True)
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted ``ready.write`` (its commits possibly not yet, see ``Ready``):
         forget the in-memory copies of the commits the store now holds."""
+        if self._written is not None:
+            self._durable, self._written = self._written, None
         stored = self.store.committed_height()
         if stored >= self.committed_height:
             self._unflushed = {}
@@ -899,6 +920,10 @@ class Core:
         self._accepted.append(entry)
         self._out.write.accept.append(block)
         self._broadcast(Propose(self.term, block), validators)
+        # What a restart moves on from (see ``__init__``): a term > 0 it holds as its own.
+        self._out.proposals_first = (
+            self._out.proposals_first is not False and self.term > 0 and self._durable == (self.term, self.me)
+        )
         if set(validators) >= set(self._members()) - {self.me}:
             # Every member hears from us now: a proposal does a heartbeat's work (followers
             # reset their election timer on it), so the next heartbeat waits a full period.

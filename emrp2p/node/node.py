@@ -621,21 +621,14 @@ class Node:
         while core.has_ready():
             rd = core.ready()
             promises, commits = rd.write.split()
-            await self._write(promises)
             encoded: dict[int, bytes] = {}
-            for dest, msg in rd.messages:
-                data = encoded.get(id(msg))
-                if data is None:
-                    small = (
-                        self._relay.compact(msg, core.validators())
-                        if compact and type(msg) is Propose
-                        else None
-                    )
-                    if small is not None:
-                        self._send_relays(small[0])  # the block's transactions go ahead of it
-                    data = encoded[id(msg)] = encode(msg if small is None else small[1])
-                if not self.net.send(dest, data):
-                    self.metrics.send_drops.inc()
+            messages = rd.messages
+            if rd.proposals_first:
+                # The followers check the block while this node writes it (see ``Ready``).
+                self._send_messages([m for m in messages if type(m[1]) is Propose], encoded, compact)
+                messages = [m for m in messages if type(m[1]) is not Propose]
+            await self._write(promises)
+            self._send_messages(messages, encoded, compact)
             if not commits.empty() or rd.committed:
                 await send_eagerly(self._commit_send, (commits, rd.committed))
                 self._acknowledge(rd.committed)
@@ -646,6 +639,25 @@ class Node:
             self.metrics.pool_size.set(len(core.pool))
             self.metrics.term.set(core.term)
             self.metrics.is_leader.set(1 if core.leader == self.identity.public and core.is_validator else 0)
+
+    def _send_messages(
+        self, messages: list[tuple[bytes, Message]], encoded: dict[int, bytes], compact: bool
+    ) -> None:
+        """Send ``messages``, each encoded once (``encoded``: by object, across calls); a
+        proposal as a compact one when ``compact``, its transactions relayed ahead of it."""
+        for dest, msg in messages:
+            data = encoded.get(id(msg))
+            if data is None:
+                small = (
+                    self._relay.compact(msg, self.core.validators())
+                    if compact and type(msg) is Propose
+                    else None
+                )
+                if small is not None:
+                    self._send_relays(small[0])  # the block's transactions go ahead of it
+                data = encoded[id(msg)] = encode(msg if small is None else small[1])
+            if not self.net.send(dest, data):
+                self.metrics.send_drops.inc()
 
     async def _committer(self) -> None:
         """Writes the core's commits in order, behind the core loop (apps have heard of them
@@ -689,7 +701,8 @@ class Node:
             await trio.to_thread.run_sync(self.store.write, batch)
         except StoreError as e:
             # Nothing of this batch was written (one LMDB transaction, aborted). Nothing that
-            # depends on a promise write was sent yet; what a failed commit write holds is
+            # depends on a promise write was sent yet, but for proposals sent first (which a
+            # restarted leader never follows up in their term, see ``Ready``); what a failed commit write holds is
             # certified and on disk as accepted blocks, so a restart commits it again. A
             # validator that cannot persist its votes must not go on: stop, and let the
             # operator free space and restart.

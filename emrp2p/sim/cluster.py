@@ -4,8 +4,10 @@ a simulated network and a virtual clock, all driven by one seeded ``random.Rando
 Events are processed in (time, sequence) order, so a run is a pure function of
 its seed and its script. Every node follows the driver contract of
 ``emrp2p.consensus``: persist the ready batch, then (after the simulated disk
-delay) send, then apply. A crash drops the node's ``Core`` and everything it
-had not persisted or sent; a restart builds a new ``Core`` from its store.
+delay) send, then apply; a batch whose proposals may go first (``Ready``) sends
+them at once, and is durable only when the disk is done. A crash drops the
+node's ``Core`` and everything it had not persisted or sent; a restart builds a
+new ``Core`` from its store.
 
 All nodes share one ``MemoLedger`` (``emrp2p.sim.memo``): a block is executed
 once per cluster, not once per node, since execution is a pure function of the
@@ -31,6 +33,7 @@ from emrp2p.consensus import (
     Heartbeat,
     LeaderChanged,
     Message,
+    Propose,
     Ready,
     Role,
     SubmitStatus,
@@ -173,6 +176,8 @@ class Cluster:
                 self._tick(*payload)
             elif kind == "send":
                 self._send_batch(*payload)
+            elif kind == "persist":
+                self._persist(*payload)
             elif kind == "call":
                 action, label = payload
                 self.log(f"-- {label}")
@@ -256,6 +261,17 @@ class Cluster:
         if not core.has_ready():
             return
         rd = core.ready()
+        if rd.proposals_first and node.disk_ms and not rd.write.empty():
+            # The proposals go now; the write is durable only once the disk is done (a crash
+            # before then loses it), and the rest goes after it.
+            node.busy_until = self.now + node.disk_ms
+            self._send_batch(node.index, node.incarnation, [m for m in rd.messages if type(m[1]) is Propose])
+            self._push(node.busy_until, "persist", (node.index, node.incarnation, rd))
+            rest = [m for m in rd.messages if type(m[1]) is not Propose]
+            if rest:
+                self._push(node.busy_until, "send", (node.index, node.incarnation, rest))
+            core.advance(rd)
+            return
         if not rd.write.empty():
             node.store.write(rd.write)  # durable now; nothing is sent before this
             if node.disk_ms:
@@ -267,6 +283,13 @@ class Cluster:
             else:
                 self._send_batch(node.index, node.incarnation, rd.messages)
         core.advance(rd)
+
+    def _persist(self, i: int, incarnation: int, rd: Ready) -> None:
+        node = self.nodes[i]
+        if node.incarnation != incarnation or node.core is None:
+            return  # crashed before its disk write completed: lost
+        node.store.write(rd.write)
+        self._observe(node, rd)
 
     def _send_batch(self, i: int, incarnation: int, messages: list[tuple[bytes, Message]]) -> None:
         node = self.nodes[i]

@@ -7,6 +7,7 @@ import weakref
 
 import pytest
 
+from emrp2p.codec import decode
 from emrp2p.consensus import (
     BlockVote,
     Config,
@@ -30,6 +31,7 @@ from emrp2p.consensus import (
 )
 from emrp2p.consensus.certs import certificate_ok
 from emrp2p.consensus.core import block_tx_root
+from emrp2p.consensus.messages import HardState
 from emrp2p.crypto import Identity
 from emrp2p.ledger.execute import BlockContext, Ledger
 from emrp2p.ledger.types import (
@@ -653,3 +655,74 @@ def test_commits_written_behind_the_core_are_read_through_until_the_store_holds_
     core.advance(core.ready())
     assert core._unflushed_commits == {} and core._unflushed == {}
     assert net.ledger.next_nonce(store.state, client.public) == 3
+
+
+def test_a_leader_s_proposal_may_go_before_its_write_and_a_crash_that_loses_the_write_moves_it_on() -> None:
+    """``Ready.proposals_first``: a proposal in the term the store holds goes while the leader
+    writes it. Should a crash lose that write, the restarted leader does not lead the term
+    again (it could propose another block at the same height): it moves to the next one.
+    Term 0, which a restart does not move on from, never sends a proposal first."""
+    net = Net(Config(min_block_interval_ms=20, max_term_ms=200))
+    now = net.elect()
+    client = Identity.from_test_name("client")
+    seen: dict[int, bool] = {}
+    for n in range(200):
+        now += 20
+        lead = net.name_of(net.cores["a"].leader_of(net.cores["a"].term))
+        core = net.cores[lead]
+        core.submit([sign_tx(client, net.genesis.chain_id, n, Noop(b"early"))])
+        for c in net.cores.values():
+            c.tick(now)
+        rd = core.ready()
+        proposals = [m for _, m in rd.messages if isinstance(m, Propose) and m.block.term == core.term]
+        if proposals:
+            seen.setdefault(core.term, rd.proposals_first)
+        if proposals and core.term >= 2 and rd.proposals_first:
+            break
+        net.stores[lead].write(rd.write)
+        core.advance(rd)
+        net.outbox[lead].extend(rd.messages)
+        net.deliver_all()
+    else:
+        raise AssertionError(f"no proposal went first: {seen}")
+    assert seen[0] is False
+    term, block = core.term, proposals[0].block
+    assert rd.write.accept == [block]
+    # The crash: the write never lands.
+    restarted = net.restart(lead)
+    assert restarted.term == term + 1
+    assert block.block_hash not in {b.block_hash for b in net.stores[lead].accepted()}
+    assert all(b.block_hash != block.block_hash for b in restarted.accepted_blocks())
+
+
+def test_a_proposal_goes_first_only_in_a_term_already_written_and_never_in_term_0() -> None:
+    """A lone validator whose terms end every 100 ms, driven as a driver may: several ticks
+    stepped before it takes the batch out. A batch that enters a term and proposes in it
+    writes that term only now (a crash could lose it, and the node lead it again): its
+    proposal waits for the write; proposals in a term the store holds may go first.
+    Checked batch by batch against the hard state the store holds."""
+    ident = Identity.from_test_name("rules-alone")
+    genesis = Genesis("alone", 0, (Member(ident.public, "alone"),))
+    ledger = Ledger(genesis)
+    store = MemoryStore()
+    store.init_genesis(genesis, ledger.genesis_state())
+    core = Core(ident, ledger, store, Config(min_block_interval_ms=20, max_term_ms=100), 0)
+    client = Identity.from_test_name("client")
+    seen: set[tuple[bool, bool]] = set()
+    for n in range(200):
+        core.submit([sign_tx(client, genesis.chain_id, n, Noop(b"alone"))])
+        core.tick(20 * (n + 1))
+        if n % 3 and n > 100:
+            continue  # later on, three ticks' work in one batch
+        while core.has_ready():
+            rd = core.ready()
+            raw = store.hard_state()
+            durable = decode(HardState, raw).term if raw is not None else 0
+            if rd.write.accept:
+                terms = {b.term for b in rd.write.accept}
+                written = terms == {durable}
+                assert rd.proposals_first == (written and durable > 0), (terms, durable)
+                seen.add((written, min(terms) > 0))
+            store.write(rd.write)
+            core.advance(rd)
+    assert seen == {(True, False), (False, True), (True, True)}

@@ -90,6 +90,44 @@ def test_leader_crash_right_after_proposing() -> None:
     assert_safe(c)
 
 
+def test_a_leader_crashed_while_writing_a_proposal_it_sent_first_moves_on_and_the_block_commits() -> None:
+    """A leader with a slow disk sends its proposal while it writes it (``Ready.proposals_first``);
+    it crashes before the write is done. Restarted without the block, it leads that term no
+    more (no second block at that height), and the followers' copy commits under the next."""
+    c = cluster()
+    lead = leader(c)
+    if c.nodes[lead].core.term == 0:  # type: ignore[union-attr]
+        # Term 0's leader does not send proposals first: on to a later term.
+        c.crash(lead)
+        run_until(c, lambda: any(i != lead for i in c.leaders()), 5 * CFG.election_timeout_ms)
+        c.restart(lead)
+        c.run_until(c.now + 500)
+        lead = leader(c)
+    core = c.nodes[lead].core
+    assert core is not None and core.term > 0
+    term = core.term
+    c.slow_disk(lead, 40)
+    ids = load(c, 20, at=lead)
+    [block] = [b for b in core.accepted_blocks() if b.term == term and len(b.txs) == 20]
+
+    def stored_by(j: int) -> bool:
+        return block.block_hash in {b.block_hash for b in c.nodes[j].store.accepted()}
+
+    run_until(c, lambda: sum(stored_by(j) for j in range(5) if j != lead) >= 2, 30, 0.5)
+    assert not stored_by(lead)  # the followers hold it; the leader's own write is still going
+    c.crash(lead)
+    c.restart(lead)
+    restarted = c.nodes[lead].core
+    assert restarted is not None and restarted.term > term
+    assert not stored_by(lead)
+    ids += load(c, 10)
+    run_until(c, lambda: all_committed(c, ids), 8000, 50)
+    assert c.obs.tx_height[ids[0]] == block.height  # the block itself, carried forward
+    c.run_until(c.now + 2000)
+    assert c.nodes[lead].store.committed_height() == c.max_height()
+    assert_safe(c)
+
+
 def test_crash_right_after_voting_keeps_the_vote() -> None:
     c = cluster()
     lead = leader(c)
