@@ -19,14 +19,21 @@ Driver contract
         core.step(sender, CommitNotice(term, cert))   # optional: that Propose's parent_cert, first
         if core.has_ready():
             rd = core.ready()
+            if rd.proposals_first:            # 0. optional: the leader's proposals may go ahead
+                send the Propose messages     #    of its write (see Ready), the rest waits
             store.write(rd.write)             # 1. persist FIRST (one atomic batch; may hold the vote)
-            for dest, msg in rd.messages:     # 2. only then send
+            for dest, msg in rd.messages:     # 2. only then send (what 0. did not)
                 send(dest, msg)
             apply(rd.committed, rd.events)    # 3. then notify / apply committed blocks
             core.advance(rd)                  # 4. acknowledge
 
 ``ready()`` must be persisted and ``advance``d before the next ``step``/``tick``/
-``submit`` (a single-threaded driver does this naturally). Ticks: every
+``submit`` (a single-threaded driver does this naturally). A vote never goes
+before its write. A leader's proposal may (``Ready.proposals_first``, Raft's
+section 10.2.1): its own vote counts only once durable, since nothing more is
+stepped before the write, and it is set only in a term the store holds as this
+node's, which a restart moves on from, so a proposal lost with its write is
+never followed by another at its height. Ticks: every
 ``tick_ms`` (20 in the daemon) while anything waits on the clock; a core with
 nothing pending says how long it may go unticked (``quiet_ms``: until its
 heartbeat, election or poll deadline), and a driver ticks first when an input
