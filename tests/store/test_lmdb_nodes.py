@@ -52,6 +52,11 @@ class TreeChain:
         self.chain.advance(block, cert, delta.root)
         return Commit(block, delta, cert)
 
+    def start(self, store: LmdbStore, blocks: int) -> None:
+        """The genesis, then ``blocks`` commits."""
+        store.init_genesis(self.genesis, self.genesis_delta)
+        self.write(store, blocks)
+
     def write(self, store: LmdbStore, n: int) -> None:
         for _ in range(n):
             store.write(WriteBatch(commit=[self.commit()]))
@@ -108,8 +113,7 @@ def test_nodes_are_written_every_flush_interval_and_read_from_memory_between(
 def test_closing_writes_the_nodes_and_a_reopen_reads_them(tmp_path: Path, flush_every_5: None) -> None:
     tc = TreeChain()
     with LmdbStore(tmp_path / "c") as store:
-        store.init_genesis(tc.genesis, tc.genesis_delta)
-        tc.write(store, 7)
+        tc.start(store, 7)
     with LmdbStore(tmp_path / "c") as store:
         assert table_nodes(store) == tc.nodes()
         assert dirty_heights(store) == []
@@ -121,8 +125,7 @@ def test_after_a_crash_the_nodes_not_written_yet_are_rebuilt_on_open(
 ) -> None:
     tc = TreeChain()
     store = LmdbStore(tmp_path / "c")
-    store.init_genesis(tc.genesis, tc.genesis_delta)
-    tc.write(store, 8)  # nodes written at 5; 6..8 only in memory
+    tc.start(store, 8)  # nodes written at 5; 6..8 only in memory
     flushed = table_nodes(store)
     store._env.close()  # the crash: every commit is on disk, close() never ran
     with LmdbStore(tmp_path / "c") as store:
@@ -137,8 +140,7 @@ def test_after_a_crash_the_nodes_not_written_yet_are_rebuilt_on_open(
 def test_nodes_that_do_not_give_the_head_s_state_root_are_refused_on_open(tmp_path: Path) -> None:
     tc = TreeChain()
     with LmdbStore(tmp_path / "c") as store:
-        store.init_genesis(tc.genesis, tc.genesis_delta)
-        tc.write(store, 3)
+        tc.start(store, 3)
         key = next(iter(tc.nodes()))
     env = lmdb.open(str(tmp_path / "c"), max_dbs=12)
     with env.begin(write=True) as txn:
@@ -151,8 +153,7 @@ def test_nodes_that_do_not_give_the_head_s_state_root_are_refused_on_open(tmp_pa
 def test_a_pinned_reader_keeps_the_nodes_of_its_snapshot_while_a_commit_lands(tmp_path: Path) -> None:
     tc = TreeChain()
     with LmdbStore(tmp_path / "c") as store:
-        store.init_genesis(tc.genesis, tc.genesis_delta)
-        tc.write(store, 2)
+        tc.start(store, 2)
         before_root, before = tc.chain.root, list(tc.ref.items(b""))
         commit = tc.commit()
         with store.pinned():
@@ -169,8 +170,7 @@ def test_a_pinned_reader_keeps_the_nodes_of_its_snapshot_while_a_commit_lands(tm
 def test_a_refused_commit_leaves_the_nodes_of_the_head(tmp_path: Path) -> None:
     tc = TreeChain()
     with LmdbStore(tmp_path / "c") as store:
-        store.init_genesis(tc.genesis, tc.genesis_delta)
-        tc.write(store, 1)
+        tc.start(store, 1)
         good_root, good = tc.chain.root, list(tc.ref.items(b""))
         tc.commit()
         gap = tc.commit()  # height 3 on a head of 1
@@ -192,8 +192,7 @@ with LmdbStore(sys.argv[1], readonly=True) as ro, ro.pinned():
 def test_a_read_only_store_rebuilds_the_nodes_its_writer_holds_in_memory(tmp_path: Path) -> None:
     tc = TreeChain()
     with LmdbStore(tmp_path / "c") as store:
-        store.init_genesis(tc.genesis, tc.genesis_delta)
-        tc.write(store, 4)
+        tc.start(store, 4)
         assert table_nodes(store) != tc.nodes()
         out = subprocess.run(
             [sys.executable, "-c", _READER, str(tmp_path / "c")], capture_output=True, text=True, timeout=60

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from store_chainkit import (
@@ -115,39 +116,56 @@ def check_store(path: Path, reported: int) -> int:
 
 
 def test_sigkill_at_random_points_leaves_every_batch_whole_or_absent(tmp_path: Path) -> None:
-    rng = random.Random(SEED)
-    path = tmp_path / "chain"
+    least = torn = mid_write = head = 0
+    for last, reported, head, steps in kill_at_random_points(
+        tmp_path / "chain", random.Random(SEED), check_store
+    ):
+        least += steps
+        mid_write += last.startswith("writing")
+        torn += head - reported
+    assert head >= least
+    print(f"{KILLS} kills, {mid_write} during a write, final height {head}, {torn} writes durable unreported")
+
+
+def kill_at_random_points(
+    path: Path,
+    rng: random.Random,
+    check: Callable[[Path, int], int],
+    *,
+    script: Path = WRITER,
+    kills: int = KILLS,
+    max_steps: int = 4,
+    into_write: float = 0.85,
+    max_spin_s: float = 0.008,
+) -> Iterator[tuple[str, int, int, int]]:
+    """Start the writer ``kills`` times; each time let it report 0..``max_steps`` commits, then
+    (with chance ``into_write``) wait until it starts writing the next batch, spin a random
+    moment and SIGKILL it; ``check(path, last reported commit)`` returns the head it finds.
+    Yields (the writer's last line, its last reported commit, that head, the steps waited for)."""
     deadline = time.monotonic() + DEADLINE_S
     head = 0
-    least = 0
-    torn = 0
-    mid_write = 0
-    for _ in range(KILLS):
-        writer = Writer(path)
+    for _ in range(kills):
+        writer = Writer(path, script)
         reported = head
         try:
             last = writer.read_line(deadline)
             assert last == f"ready {head}", last
-            steps = rng.randint(0, 4)
-            least += steps
+            steps = rng.randint(0, max_steps)
             while reported < head + steps:
                 reported = parse_progress(last := writer.read_line(deadline), reported)
-            if rng.random() < 0.85:
+            if rng.random() < into_write:
                 # Wait until the next batch is being written, then kill somewhere inside (or just after) it.
                 while not last.startswith("writing"):
                     reported = parse_progress(last := writer.read_line(deadline), reported)
-            spin_until = time.perf_counter() + rng.uniform(0, 0.008)
+            spin_until = time.perf_counter() + rng.uniform(0, max_spin_s)
             while time.perf_counter() < spin_until:
                 pass
         finally:
             rest = writer.kill()
         for last in rest:
             reported = parse_progress(last, reported)
-        mid_write += last.startswith("writing")
-        head = check_store(path, reported)
-        torn += head - reported
-    assert head >= least
-    print(f"{KILLS} kills, {mid_write} during a write, final height {head}, {torn} writes durable unreported")
+        head = check(path, reported)
+        yield last, reported, head, steps
 
 
 def parse_progress(line: str, reported: int) -> int:

@@ -5,10 +5,9 @@ nodes included, of exactly its committed prefix, and goes on from it."""
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
-from test_store_crash import Writer, parse_progress
+from test_store_crash import kill_at_random_points
 from tree_writer import FLUSH_EVERY, NETWORK, tree_delta
 
 from emrp2p.ledger import merkle
@@ -18,7 +17,6 @@ from emrp2p.store.lmdb_store import LmdbStore
 TREE_WRITER = Path(__file__).with_name("tree_writer.py")
 KILLS = 20
 SEED = 20261127
-DEADLINE_S = 120.0
 
 
 def replay(head: int) -> tuple[MemoryKV, list[bytes]]:
@@ -47,32 +45,20 @@ def check_store(path: Path, reported: int) -> int:
 def test_sigkill_at_random_points_loses_no_committed_state_of_the_nodes_held_in_memory(
     tmp_path: Path,
 ) -> None:
-    rng = random.Random(SEED)
-    path = tmp_path / "chain"
-    deadline = time.monotonic() + DEADLINE_S
-    head = 0
-    least = 0
-    in_node_writes = 0
-    for _ in range(KILLS):
-        writer = Writer(path, TREE_WRITER)
-        reported = head
-        try:
-            last = writer.read_line(deadline)
-            assert last == f"ready {head}", last
-            steps = rng.randint(0, 7)
-            least += steps
-            while reported < head + steps:
-                reported = parse_progress(last := writer.read_line(deadline), reported)
-            while not last.startswith("writing"):
-                reported = parse_progress(last := writer.read_line(deadline), reported)
-            spin_until = time.perf_counter() + rng.uniform(0, 0.004)
-            while time.perf_counter() < spin_until:
-                pass
-        finally:
-            rest = writer.kill()
-        for last in rest:
-            reported = parse_progress(last, reported)
+    least = in_node_writes = head = 0
+    runs = kill_at_random_points(
+        tmp_path / "chain",
+        random.Random(SEED),
+        check_store,
+        script=TREE_WRITER,
+        kills=KILLS,
+        max_steps=7,
+        into_write=1.0,
+        max_spin_s=0.004,
+    )
+    for last, _, reached, steps in runs:
+        least += steps
         in_node_writes += last.startswith("writing") and int(last.split()[1]) % FLUSH_EVERY == 0
-        head = check_store(path, reported)
+        head = reached
     assert head >= least
     print(f"{KILLS} kills, {in_node_writes} during a commit that writes the nodes, final height {head}")
