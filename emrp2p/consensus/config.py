@@ -14,7 +14,7 @@ class Config:
     followers resend lost term votes at this pace too."""
     election_timeout_ms: int = 1000
     """A follower that hears nothing from the leader for this long moves to the next term."""
-    max_txs_per_block: int = 2000
+    max_txs_per_block: int = 3000
     min_block_interval_ms: int = 100
     """At most 1000 / this blocks per second."""
     max_in_flight: int = 1

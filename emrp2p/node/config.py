@@ -22,7 +22,7 @@ Example (``emrp2p testnet`` writes one per node)::
     [consensus]
     heartbeat_ms = 150
     election_timeout_ms = 1000
-    max_txs_per_block = 2000
+    max_txs_per_block = 3000      # a block is cut at this many (under light load blocks are far smaller)
     min_block_interval_ms = 30    # the leader proposes at most this often
     max_in_flight = 1             # blocks awaiting votes at once (pipelining)
     max_blocks_per_term = 200
@@ -124,7 +124,7 @@ class P2pSection:
 class ConsensusSection:
     heartbeat_ms: int = 150
     election_timeout_ms: int = 1000
-    max_txs_per_block: int = 2000
+    max_txs_per_block: int = 3000
     min_block_interval_ms: int = 30
     """The leader proposes at most this often. Every block costs every node a fixed amount
     (messages, store writes and their thread hand-offs, wake-ups: about 4-5 ms of CPU per node
