@@ -148,6 +148,16 @@ class Ready:
     def empty(self) -> bool:
         return self.write.empty() and not (self.messages or self.committed or self.events)
 
+    def split_messages(self) -> tuple[list[tuple[bytes, Message]], list[tuple[bytes, Message]]]:
+        """(the messages that may go before ``write`` is durable, the rest), each in order: the
+        proposals with ``proposals_first``, else none."""
+        if not self.proposals_first:
+            return [], self.messages
+        return (
+            [m for m in self.messages if type(m[1]) is Propose],
+            [m for m in self.messages if type(m[1]) is not Propose],
+        )
+
 
 # --------------------------------------------------------------------------- internals
 

@@ -622,13 +622,11 @@ class Node:
             rd = core.ready()
             promises, commits = rd.write.split()
             encoded: dict[int, bytes] = {}
-            messages = rd.messages
-            if rd.proposals_first:
-                # The followers check the block while this node writes it (see ``Ready``).
-                self._send_messages([m for m in messages if type(m[1]) is Propose], encoded, compact)
-                messages = [m for m in messages if type(m[1]) is not Propose]
+            first, rest = rd.split_messages()
+            # The followers check a proposal sent first while this node writes it (see ``Ready``).
+            self._send_messages(first, encoded, compact)
             await self._write(promises)
-            self._send_messages(messages, encoded, compact)
+            self._send_messages(rest, encoded, compact)
             if not commits.empty() or rd.committed:
                 await send_eagerly(self._commit_send, (commits, rd.committed))
                 self._acknowledge(rd.committed)

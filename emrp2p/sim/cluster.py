@@ -33,7 +33,6 @@ from emrp2p.consensus import (
     Heartbeat,
     LeaderChanged,
     Message,
-    Propose,
     Ready,
     Role,
     SubmitStatus,
@@ -265,9 +264,9 @@ class Cluster:
             # The proposals go now; the write is durable only once the disk is done (a crash
             # before then loses it), and the rest goes after it.
             node.busy_until = self.now + node.disk_ms
-            self._send_batch(node.index, node.incarnation, [m for m in rd.messages if type(m[1]) is Propose])
+            first, rest = rd.split_messages()
+            self._send_batch(node.index, node.incarnation, first)
             self._push(node.busy_until, "persist", (node.index, node.incarnation, rd))
-            rest = [m for m in rd.messages if type(m[1]) is not Propose]
             if rest:
                 self._push(node.busy_until, "send", (node.index, node.incarnation, rest))
             core.advance(rd)
